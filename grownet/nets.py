@@ -45,7 +45,8 @@ class GrowNet(nn.Module):
     def layer_shape(self, layer_id: str) -> LayerShape:
         return self._by_id[layer_id]
 
-    def _apply(self, s: LayerShape, x: torch.Tensor, relu: bool = True) -> torch.Tensor:
+    # Not named `_apply`: nn.Module uses that name for .to() / .cuda() / .half().
+    def _run_layer(self, s: LayerShape, x: torch.Tensor, relu: bool = True) -> torch.Tensor:
         x = getattr(self, s.id)(x)
         if s.bn:
             x = getattr(self, bn_name(s.id))(x)
@@ -53,7 +54,7 @@ class GrowNet(nn.Module):
 
     def _shortcut(self, s: LayerShape, x: torch.Tensor) -> torch.Tensor:
         if s.proj is not None:
-            return self._apply(self._by_id[s.proj], x, relu=False)
+            return self._run_layer(self._by_id[s.proj], x, relu=False)
         stride = self._by_id[s.inputs[0]].stride  # conv1 of the block carries its stride
         if stride > 1:
             x = x[:, :, ::stride, ::stride]
@@ -73,10 +74,10 @@ class GrowNet(nn.Module):
             if s.role == "conv1":
                 block_in = x
             if s.role == "conv2":
-                x = self._apply(s, x, relu=False)
+                x = self._run_layer(s, x, relu=False)
                 x = F.relu(x + self._shortcut(s, block_in))
             else:
-                x = self._apply(s, x)
+                x = self._run_layer(s, x)
             pool = self._pool_after.get(s.id, "none")
             if pool == "max":
                 x = F.max_pool2d(x, 2)
@@ -93,7 +94,7 @@ class GrowNet(nn.Module):
                 continue
             if s.role == "head":
                 return getattr(self, s.id)(x)
-            x = self._apply(s, x)
+            x = self._run_layer(s, x)
             if s.dropout:
                 x = F.dropout(x, s.dropout, self.training)
         raise AssertionError("a spec always ends with its classifier")

@@ -90,13 +90,13 @@ def read_idx(path: str | Path, magic: int, hint: str = "re-download it") -> np.n
     raw = _read_bytes(path, hint)
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
+    got = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+    if got is not None and got != magic:  # check the magic first: it says what the file is
+        raise UserError(f"file {path} is not an IDX file of {ndim}-d unsigned bytes "
+                        f"(magic 0x{got:08x}, expected 0x{magic:08x}); {hint}")
     if len(raw) < header:
         raise UserError(f"file {path} is truncated ({len(raw)} bytes, header alone is {header}); "
                         f"{hint}")
-    got = int.from_bytes(raw[:4], "big")
-    if got != magic:
-        raise UserError(f"file {path} is not an IDX file of {ndim}-d unsigned bytes "
-                        f"(magic 0x{got:08x}, expected 0x{magic:08x}); {hint}")
     dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     want = header + int(np.prod(dims, dtype=np.int64))
     if len(raw) != want:
@@ -120,6 +120,11 @@ _ALLOWED_GLOBALS = {
     ("numpy._core.multiarray", "scalar"),
     ("numpy._core.numeric", "_frombuffer"),
 }
+
+
+# what a damaged or foreign pickle can raise while loading
+_UNPICKLING_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+                      ImportError, IndexError, KeyError, OverflowError, MemoryError)
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -165,7 +170,7 @@ def read_cifar_batch(
     raw = _read_bytes(path, hint)
     try:
         d = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except Exception as e:  # any unpickling failure means a corrupt or foreign file
+    except _UNPICKLING_ERRORS as e:  # a corrupt or foreign file
         raise UserError(f"file {path} is not a CIFAR python batch ({type(e).__name__}: {e}); "
                         f"{hint}") from None
     if not isinstance(d, dict) or b"data" not in d or label_key not in d:

@@ -159,6 +159,9 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArchSpec:
+        if not isinstance(data, dict):
+            raise SpecError(f"an architecture description is a JSON object, got "
+                            f"{type(data).__name__}; write it with ArchSpec.to_json()")
         try:
             stem = data.get("stem")
             return cls(
@@ -182,7 +185,9 @@ class ArchSpec:
                 name=data.get("name", ""),
                 meta=dict(data.get("meta", {})),
             )
-        except (KeyError, TypeError) as err:
+        except SpecError:
+            raise  # a well-formed but invalid spec: its own message says what to change
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise SpecError(f"malformed architecture description ({err}); "
                             "write it with ArchSpec.to_json()") from None
 
@@ -219,7 +224,12 @@ class ArchSpec:
         return f"{prefix}{i}"
 
 
+RESERVED_IDS = ("input", "output")  # the architecture graph's end nodes
+
+
 def check_id(ident: str, what: str) -> None:
     if not isinstance(ident, str) or not _ID_RE.match(ident):
         raise SpecError(f"{what} id {ident!r} is not valid: use a letter, then letters, "
                         "digits or '_'")
+    if ident in RESERVED_IDS:
+        raise SpecError(f"{what} id {ident!r} is reserved; choose another id")

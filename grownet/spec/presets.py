@@ -8,6 +8,8 @@ classic MNIST variant), no padding on 32x32, and 3x3 kernels on maps too small f
 
 from __future__ import annotations
 
+from functools import partial
+
 from grownet.spec.model import ArchSpec, Block, Layer, SpecError, Stage
 
 VGG_CONFIGS: dict[str, tuple[tuple[int, ...], ...]] = {
@@ -67,11 +69,10 @@ def _lenet5(in_shape: tuple[int, ...], num_classes: int) -> ArchSpec:
 
 
 def _seed(in_shape: tuple[int, ...], num_classes: int) -> ArchSpec:
-    # One small conv per stage; as many stages (at most 3) as the input can pool.
-    hw, n = min(in_shape[1], in_shape[2]), 0
-    while n < 3 and hw >= 2:
-        hw, n = hw // 2, n + 1
-    return _plain("seed", in_shape, num_classes, ((8,),) * max(n, 1), readout="avg")
+    # One small conv per stage, two stages (one on inputs too small to pool twice), and a
+    # flatten readout: small digit images need their spatial layout in the classifier.
+    n = 2 if min(in_shape[1], in_shape[2]) >= 4 else 1
+    return _plain("seed", in_shape, num_classes, ((8,),) * n, readout="flatten")
 
 
 def _mlp(in_shape: tuple[int, ...], num_classes: int) -> ArchSpec:
@@ -92,11 +93,20 @@ def _builders() -> dict:
                                                 (NARROW_WIDTH,) * 3),
     }
     for name, cfg in VGG_CONFIGS.items():
-        table[name] = (lambda cfg, name: lambda s, c: _plain(name, s, c, cfg))(cfg, name)
+        table[name] = partial(_vgg, name, cfg)
     for name, depth in RESNET_DEPTHS.items():
-        table[name] = (lambda depth, name: lambda s, c: _resnet(name, s, c, depth,
-                                                                (16, 32, 64)))(depth, name)
+        table[name] = partial(_cifar_resnet, name, depth)
     return table
+
+
+def _vgg(name: str, cfg: tuple[tuple[int, ...], ...], in_shape: tuple[int, ...],
+         num_classes: int) -> ArchSpec:
+    return _plain(name, in_shape, num_classes, cfg)
+
+
+def _cifar_resnet(name: str, depth: int, in_shape: tuple[int, ...],
+                  num_classes: int) -> ArchSpec:
+    return _resnet(name, in_shape, num_classes, depth, (16, 32, 64))
 
 
 _BUILDERS = _builders()

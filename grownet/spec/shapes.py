@@ -222,6 +222,10 @@ def validate(spec: ArchSpec) -> None:
         if s.id in seen:
             raise SpecError(f"layer id {s.id!r} is used twice; give every layer its own id")
         seen.add(s.id)
+    for s in shapes:  # nets names a layer's BatchNorm "<id>_bn": a layer of that id would
+        if s.bn and f"{s.id}_bn" in seen:  # silently replace it
+            raise SpecError(f"layer id '{s.id}_bn' clashes with the BatchNorm of layer "
+                            f"{s.id!r}; rename it")
     others = [st.id for st in spec.stages] + [b.id for st in spec.stages for b in st.blocks]
     for ident in others:
         if ident in seen or others.count(ident) > 1:

@@ -1,0 +1,57 @@
+"""Flags shared by the commands that train, and how they resolve into a RunConfig."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from grownet.runs import RunConfig
+
+# (flag, config key, type, help). Defaults are None so that only flags given on the
+# command line override the config file.
+TRAINING_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
+    ("--data", "data", str, "dataset: mnist5k (default), digits, mnist, fashion-mnist, "
+     "cifar10, cifar100, synthetic"),
+    ("--data-root", "data_root", str, "folder holding the on-disk datasets"),
+    ("--seed", "seed", int, "random seed (default 0)"),
+    ("--device", "device", str, "auto (default), cpu or cuda"),
+    ("--epochs", "epochs", int, "most epochs in all (grow: fine-tuning included)"),
+    ("--batch-size", "batch_size", int, "training batch size (default 128)"),
+    ("--lr", "lr", float, "step size a (default 0.1)"),
+    ("--momentum", "momentum", float, "momentum (default 0.9)"),
+    ("--weight-decay", "weight_decay", float, "weight decay (default 0)"),
+    ("--kappa", "kappa", float, "DessiLBI kappa (default 1)"),
+    ("--nu", "nu", float, "DessiLBI nu (default 100)"),
+    ("--lam", "lam", float, "DessiLBI lambda; 0 paces it from --entry-epochs (default)"),
+    ("--entry-epochs", "entry_epochs", float, "epochs after which a filter of norm 1 "
+     "enters Γ's support; paces lambda (default 3)"),
+    ("--schedule", "schedule", str, "lr schedule: cosine (default), step, constant"),
+)
+
+
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE.toml", help="configuration file; flags "
+                        "given here override it")
+    parser.add_argument("--out", metavar="DIR", help="run directory (default "
+                        "runs/<command>-<timestamp>); must not exist or be empty")
+    parser.add_argument("--quiet", action="store_true", help="print only the summary")
+    add_flags(parser, TRAINING_FLAGS)
+
+
+def add_flags(parser: argparse.ArgumentParser, flags: tuple) -> None:
+    for flag, key, kind, text in flags:
+        if kind is bool:
+            parser.add_argument(flag, dest=key, action="store_const", const=True, help=text)
+        else:
+            parser.add_argument(flag, dest=key, type=kind, default=None, help=text)
+
+
+def resolve_config(args: argparse.Namespace, command: str, flags: tuple) -> RunConfig:
+    """Defaults, then ``--config``, then the flags given on the command line."""
+    cfg = RunConfig(command=command)
+    if args.config:
+        cfg = RunConfig.from_toml(args.config, base=cfg)
+        cfg.command = command
+    given = {key: getattr(args, key) for _, key, _, _ in flags
+             if getattr(args, key, None) is not None}
+    return cfg.updated(given, "command-line flags").validate()

@@ -1,0 +1,55 @@
+"""``grownet grow``: grow a compact net from a narrow start (the main job)."""
+
+from __future__ import annotations
+
+import argparse
+
+from grownet.cli.common import TRAINING_FLAGS, add_flags, add_training_flags, resolve_config
+
+GROW_FLAGS = (
+    ("--start", "start", str, "narrow start preset (default seed; also vgg16-narrow, "
+     "resnet20-narrow, or any preset)"),
+    ("--tau", "tau", float, "saturation threshold in (0, 1] (default 0.8)"),
+    ("--epochs-per-stage", "epochs_per_stage", int, "epochs between growth checks "
+     "(default 3)"),
+    ("--grow-num", "grow_num", int, "filters added at least (default 8)"),
+    ("--grow-ratio", "grow_ratio", float, "width factor at least (default 1.5)"),
+    ("--depth-patience", "depth_patience", int, "checks a stage must stay saturated "
+     "before a layer is inserted (default 2)"),
+    ("--max-width", "max_width", int, "widest a layer may grow (default 128)"),
+    ("--max-params", "max_params", int, "params budget (default none)"),
+    ("--max-macs", "max_macs", int, "MACs budget (default none)"),
+    ("--max-stages", "max_stages", int, "most architectures, the start included "
+     "(default 6)"),
+    ("--finetune-epochs", "finetune_epochs", int, "fine-tuning epochs after growth "
+     "(default 6)"),
+    ("--widen-init", "widen_init", str, "new filters: zero (default, function-preserving), "
+     "split, random"),
+)
+ALL_FLAGS = TRAINING_FLAGS + GROW_FLAGS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "grow", help="grow a compact CNN from a narrow start (the main job)",
+        description="Grow a compact CNN with DessiLBI: train, watch Γ's support, widen "
+        "saturated layers and deepen saturated stages, then fine-tune.",
+        epilog="example: grownet grow --data digits --epochs 20 --out runs/digits-grow",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_training_flags(p)
+    add_flags(p, GROW_FLAGS)
+    p.add_argument("--reset-state", dest="carry_state", action="store_const", const=False,
+                   help="give each stage a fresh optimizer (the reference behaviour) "
+                   "instead of carrying V, Γ and momentum")
+    p.add_argument("--no-depth", dest="depth", action="store_const", const=False,
+                   help="widen only; never insert layers")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from grownet.train.job import start_job
+
+    flags = ALL_FLAGS + (("", "carry_state", bool, ""), ("", "depth", bool, ""))
+    cfg = resolve_config(args, "grow", flags)
+    start_job(cfg, args.out, quiet=args.quiet)
+    return 0

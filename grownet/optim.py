@@ -1,0 +1,698 @@
+"""DessiLBI: SGD coupled with a sparse structure parameter Γ (ALGORITHMS.md, Part A).
+
+Every *coupled* weight ``W`` (a parameter in a group whose ``structure`` is
+``"filter"`` or ``"element"``) carries two extra tensors of its own shape: ``V``
+and ``Γ``. ``Γ`` starts at exactly zero; its support (the filters, neurons or
+elements that are "selected") grows along an inverse-scale-space path as ``V``
+integrates ``(W - Γ)/ν``. Groups with ``structure="none"`` get plain SGD with
+momentum and learning rate ``lr * kappa``.
+
+Also here: :func:`lbi_param_groups` (how a model's parameters are split into
+coupled and plain groups), and the pacing helpers :func:`nu_for_entry` and
+:func:`typical_filter_norm`. ``docs/optim.md`` has the user-facing guide.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from grownet.errors import UserError
+
+__all__ = [
+    "STRUCTURES",
+    "DessiLBI",
+    "lbi_param_groups",
+    "nu_for_entry",
+    "typical_filter_norm",
+]
+
+#: Valid values of a parameter group's ``structure`` key.
+STRUCTURES = ("filter", "element", "none")
+
+# Γ is only ever updated for these ranks (ALGORITHMS A3): other coupled tensors
+# (1-D, 3-D, ...) keep Γ = 0 and feel only the pull of W towards 0.
+_PROX_NDIMS = (2, 4)
+_ROW_DIMS = {2: (1,), 4: (1, 2, 3)}  # all dims but the first, per rank in _PROX_NDIMS
+# Where torch's fused SGD kernel (momentum + step in one pass) exists.
+_FUSED_DEVICES = ("cpu", "cuda")
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _auto_structure(p: Tensor) -> str:
+    """Reference rule for plain tensors: 4-D filter-wise, 2-D element-wise, rest plain."""
+    if p.ndim == 4:
+        return "filter"
+    if p.ndim == 2:
+        return "element"
+    return "none"
+
+
+class DessiLBI(torch.optim.Optimizer):
+    r"""Deep structurally splitting linearized Bregman iteration (DessiLBI).
+
+    One step, per parameter ``p`` with gradient ``g`` (``a`` = ``lr``; parameters
+    whose ``grad`` is ``None`` are skipped, their ``V`` included)::
+
+        buf = g                               on the first step (momentum m > 0)
+        buf = m*buf + (1 - dampening)*g       afterwards
+        buf += wd*p        (only if p.ndim != 1 and "bn" not in its name)
+        d   = buf          (Nesterov: d = g + wd*p + m*buf; no momentum: d = g + wd*p)
+        coupled p:  V += (a/nu)*(p - Γ)                 # W_k and Γ_k
+                    p -= a*kappa*d + (a*kappa/nu)*(p - Γ)
+                    Γ  = kappa*Prox_lam(V)              # group or element soft threshold
+        plain p:    p -= a*kappa*d
+
+    ``Prox`` is the group soft threshold ``V_g * (1 - lam/||V_g||)_+`` over dim 0
+    (one conv filter ``W[o]`` or one linear neuron ``W[o, :]``) for
+    ``structure="filter"``, and the elementwise ``sign(V) * (|V| - lam)_+`` for
+    ``structure="element"``. Only 2-D and 4-D coupled tensors update ``Γ``; others
+    keep ``Γ = 0``. With ``dampening = 0`` the momentum rule equals
+    ``torch.optim.SGD``'s (weight decay before the momentum update).
+
+    Parameters
+    ----------
+    params
+        Tensors, ``(name, tensor)`` pairs, or parameter-group dicts. A group's
+        ``structure`` is ``"filter"``, ``"element"`` or ``"none"``; a group without
+        one (and plain tensors) is split per tensor: 4-D filter-wise, 2-D
+        element-wise, others plain (the reference behaviour). A group may carry
+        ``names``, a list of parameter names parallel to ``params``; the support
+        tracker uses them as layer names, and names containing ``"bn"`` get no
+        weight decay. Use :func:`lbi_param_groups` for a model.
+    lr
+        Step size ``a``. Weights and plain parameters move with ``a * kappa``.
+    kappa
+        Scale of ``Γ`` (``Γ = kappa * Prox(V)``) and of the weight step.
+    nu
+        Coupling strength ``ν`` (reference code: ``mu``). ``V`` integrates
+        ``(a/ν)(W - Γ)``, so a group of norm ``||W_g||`` enters the support after
+        about ``lam * nu / (a * ||W_g||)`` steps; see :func:`nu_for_entry`.
+    lam
+        Sparsity threshold ``λ`` of the prox (the reference hard-codes 1).
+    momentum, dampening, nesterov, weight_decay
+        As in :class:`torch.optim.SGD`.
+    freeze
+        Freeze mode (ALGORITHMS A8) for every group; also a per-group key and a
+        keyword of :meth:`step`. Groups of coupled tensors that are in the
+        support of ``Γ`` (a filter/neuron row for ``"filter"``, an element for
+        ``"element"``) keep ``W``, ``V`` and ``Γ`` unchanged; momentum still
+        updates. Unlike the reference, element-wise layers are frozen element by
+        element (the reference never freezes 2-D weights).
+
+    Notes
+    -----
+    Per-tensor state is ``momentum_buffer`` (when ``momentum > 0``), ``V`` and
+    ``gamma`` (coupled tensors only), all shaped like the parameter and created
+    at the tensor's first step. The step runs multi-tensor ``torch._foreach_*``
+    kernels per (device, dtype) and never synchronises with the device.
+    """
+
+    #: Use torch's fused SGD kernel where it computes the same update (tests turn it off).
+    _use_fused: bool = True
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float,
+        kappa: float = 1.0,
+        nu: float = 100.0,
+        lam: float = 1.0,
+        momentum: float = 0.9,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        freeze: bool = False,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "kappa": kappa,
+            "nu": nu,
+            "lam": lam,
+            "momentum": momentum,
+            "dampening": dampening,
+            "nesterov": nesterov,
+            "weight_decay": weight_decay,
+            "freeze": freeze,
+        }
+        _check_hyper(defaults, where="DessiLBI")
+        self._row_scale: dict[Tensor, Tensor] = {}
+        super().__init__(params, defaults)
+
+    # -- parameter groups ---------------------------------------------------------
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group; a group without ``structure`` is split per tensor rank.
+
+        Parameters
+        ----------
+        param_group
+            ``{"params": [...], "structure": ..., "names": [...], <hyperparameters>}``.
+        """
+        if not isinstance(param_group, dict):
+            raise UserError(
+                f"DessiLBI: a parameter group must be a dict, got {type(param_group).__name__}; "
+                "pass tensors, (name, tensor) pairs, or dicts with a 'params' list"
+            )
+        group = dict(param_group)
+        params = group.get("params")
+        if isinstance(params, Tensor):
+            params = [params]
+        params = list(params) if params is not None else []
+        names = group.pop("names", None)
+        if params and all(isinstance(q, tuple) and len(q) == 2 for q in params):
+            names = [str(n) for n, _ in params]
+            params = [q for _, q in params]
+        if names is not None:
+            names = [str(n) for n in names]
+            if len(names) != len(params):
+                raise UserError(
+                    f"DessiLBI: a group has {len(params)} params but {len(names)} names; "
+                    "'names' must list one name per tensor in 'params', in the same order"
+                )
+        structure = group.pop("structure", None)
+        if structure is None:
+            # Reference behaviour: split per tensor, keeping filter/element/none order.
+            for st in STRUCTURES:
+                idx = [i for i, p in enumerate(params) if _auto_structure(p) == st]
+                if idx:
+                    sub = dict(group, params=[params[i] for i in idx], structure=st)
+                    if names is not None:
+                        sub["names"] = [names[i] for i in idx]
+                    self.add_param_group(sub)
+            return
+        if structure not in STRUCTURES:
+            raise UserError(
+                f"DessiLBI: unknown structure {structure!r}; use one of {', '.join(STRUCTURES)}"
+            )
+        group["params"] = params
+        group["structure"] = structure
+        if names is not None:
+            group["names"] = names
+        _check_hyper(self.defaults | group, where="DessiLBI parameter group")
+        super().add_param_group(group)
+
+    # -- the step -----------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(
+        self, closure: Callable[[], Any] | None = None, *, freeze: bool | None = None
+    ) -> Any:
+        """Take one DessiLBI step.
+
+        Parameters
+        ----------
+        closure
+            Optional callable that re-evaluates the model and returns the loss.
+        freeze
+            Override every group's ``freeze`` flag for this step (ALGORITHMS A8).
+
+        Returns
+        -------
+        The closure's loss, or ``None``.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        # Prox scales of this step's filter rows (> 0 iff the row is selected), read by
+        # the support tracker's step hook; transient, not state.
+        self._row_scale = {}
+        for group in self.param_groups:
+            self._step_group(group, group["freeze"] if freeze is None else freeze)
+        return loss
+
+    def _step_group(self, group: dict[str, Any], freeze: bool) -> None:
+        names = group.get("names")
+        wd = group["weight_decay"] != 0
+        # (device, dtype) -> (params, grads, weight-decay flags)
+        buckets: dict[tuple[torch.device, torch.dtype], tuple[list, list, list]] = {}
+        for i, p in enumerate(group["params"]):
+            g = p.grad
+            if g is None:
+                continue
+            if g.is_sparse:
+                raise UserError("DessiLBI does not support sparse gradients; use dense layers")
+            b = buckets.get((p.device, p.dtype))
+            if b is None:
+                b = buckets[(p.device, p.dtype)] = ([], [], [])
+            b[0].append(p)
+            b[1].append(g)
+            b[2].append(wd and p.ndim != 1 and (names is None or "bn" not in names[i]))
+        a, kappa = group["lr"], group["kappa"]
+        for ps, gs, wdf in buckets.values():
+            if group["structure"] == "none":
+                self._sgd(group, ps, gs, wdf, a * kappa)
+            elif freeze:
+                d = self._direction(group, ps, gs, wdf)
+                for p, dp in zip(ps, d):
+                    self._coupled_frozen(group, p, dp)
+            else:
+                self._coupled(group, ps, gs, wdf)
+
+    def _fusable(self, group: dict[str, Any], p: Tensor, wdf: list[bool]) -> bool:
+        """Whether torch's fused SGD kernel computes exactly the A3 momentum rule here."""
+        return (
+            self._use_fused
+            and p.device.type in _FUSED_DEVICES
+            and p.dtype in _FUSED_DTYPES
+            # A3 adds the decay after dampening; torch before: equal only if dampening = 0.
+            and (group["dampening"] == 0 or group["weight_decay"] == 0 or not any(wdf))
+        )
+
+    def _sgd(
+        self, group: dict[str, Any], ps: list[Tensor], gs: list[Tensor], wdf: list[bool], lr: float
+    ) -> None:
+        """``p -= lr * d`` with the momentum/weight-decay direction ``d`` of A3."""
+        if not self._fusable(group, ps[0], wdf):
+            torch._foreach_add_(ps, self._direction(group, ps, gs, wdf), alpha=-lr)
+            return
+        m, wd = group["momentum"], group["weight_decay"]
+        # One fused call per (first step?, weight decay?) combination; usually just one.
+        calls: dict[tuple[bool, bool], tuple[list, list, list]] = {}
+        for p, g, f in zip(ps, gs, wdf):
+            first = False
+            buf = None
+            if m != 0:
+                st = self.state[p]
+                buf = st.get("momentum_buffer")
+                if buf is None:
+                    first = True
+                    buf = st["momentum_buffer"] = torch.empty_like(
+                        p, memory_format=torch.preserve_format
+                    )
+            c = calls.get((first, f))
+            if c is None:
+                c = calls[(first, f)] = ([], [], [])
+            c[0].append(p)
+            c[1].append(g)
+            if buf is not None:
+                c[2].append(buf)
+        for (first, f), (cp, cg, cb) in calls.items():
+            torch._fused_sgd_(
+                cp,
+                cg,
+                cb,
+                weight_decay=wd if f else 0.0,
+                momentum=m,
+                lr=lr,
+                dampening=group["dampening"],
+                nesterov=group["nesterov"],
+                maximize=False,
+                is_first_step=first,
+            )
+
+    def _direction(
+        self, group: dict[str, Any], ps: list[Tensor], gs: list[Tensor], wdf: list[bool]
+    ) -> list[Tensor]:
+        """Momentum and weight decay (A3), unfused: the descent direction ``d`` per tensor."""
+        m, dmp, wd = group["momentum"], group["dampening"], group["weight_decay"]
+        use_wd = wd != 0 and any(wdf)
+        if m == 0:
+            if not use_wd:
+                return gs
+            # New tensors: the user's .grad is never modified.
+            d = list(gs)
+            for j, (p, g, f) in enumerate(zip(ps, gs, wdf)):
+                if f:
+                    d[j] = torch.add(g, p, alpha=wd)
+            return d
+        bufs: list[Tensor] = []
+        for p, g in zip(ps, gs):
+            st = self.state[p]
+            buf = st.get("momentum_buffer")
+            if buf is None:
+                buf = st["momentum_buffer"] = torch.clone(g).detach()
+            elif dmp == 0:
+                torch.add(g, buf, alpha=m, out=buf)  # one pass: buf = m*buf + g
+            else:
+                buf.mul_(m).add_(g, alpha=1 - dmp)
+            bufs.append(buf)
+        if use_wd:
+            # In place after the momentum update: the decay lands in the buffer (A3).
+            torch._foreach_add_(
+                [b for b, f in zip(bufs, wdf) if f], [p for p, f in zip(ps, wdf) if f], alpha=wd
+            )
+        if not group["nesterov"]:
+            return bufs
+        # torch.optim.SGD's Nesterov form: d = (g + wd*p) + m*buf.
+        d = torch._foreach_add(gs, bufs, alpha=m)
+        if use_wd:
+            torch._foreach_add_(
+                [x for x, f in zip(d, wdf) if f], [p for p, f in zip(ps, wdf) if f], alpha=wd
+            )
+        return d
+
+    def _coupled_state(self, p: Tensor) -> dict[str, Tensor]:
+        st = self.state[p]
+        if "V" not in st:
+            st["V"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["gamma"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return st
+
+    def _coupled(
+        self, group: dict[str, Any], ps: list[Tensor], gs: list[Tensor], wdf: list[bool]
+    ) -> None:
+        a, kappa, nu = group["lr"], group["kappa"], group["nu"]
+        states = [self._coupled_state(p) for p in ps]
+        vs = [st["V"] for st in states]
+        gams = [st["gamma"] for st in states]
+        # V += (a/nu)(W_k - Γ_k), as two in-place adds: no temporary.
+        torch._foreach_add_(vs, ps, alpha=a / nu)
+        torch._foreach_add_(vs, gams, alpha=-a / nu)
+        # W -= a*kappa*d + w*(W - Γ), w = a*kappa/nu (the coupling is not momentum-filtered).
+        w = a * kappa / nu
+        if w < 0.5 and self._fusable(group, ps[0], wdf):
+            # Fused momentum step first, with lr scaled so that the lerp towards Γ after it
+            # gives exactly the A3 update: (1-w)*(W - a*kappa/(1-w)*d) + w*Γ.
+            self._sgd(group, ps, gs, wdf, a * kappa / (1 - w))
+            torch._foreach_lerp_(ps, gams, w)
+        else:
+            d = self._direction(group, ps, gs, wdf)
+            torch._foreach_lerp_(ps, gams, w)
+            torch._foreach_add_(ps, d, alpha=-a * kappa)
+        self._prox(group, [p for p in ps if p.ndim in _PROX_NDIMS])
+
+    def _prox(self, group: dict[str, Any], ps: list[Tensor]) -> None:
+        """Γ = kappa * Prox_lam(V) for the given coupled tensors, in place."""
+        if not ps:
+            return
+        kappa, lam = group["kappa"], group["lam"]
+        states = [self.state[p] for p in ps]
+        vs = [st["V"] for st in states]
+        gams = [st["gamma"] for st in states]
+        if group["structure"] == "element":
+            for v, gam in zip(vs, gams):
+                torch._C._nn.softshrink(v, lam, out=gam)
+            if kappa != 1:
+                torch._foreach_mul_(gams, kappa)
+            return
+        # Group soft threshold over dim 0: scale_o = kappa*(1 - lam/||V_o||)_+, with the
+        # row norms kept as (out, 1, ...) so they broadcast against V without reshaping.
+        ss = [
+            torch.linalg.vector_norm(v, dim=_ROW_DIMS[v.ndim], keepdim=True) for v in vs
+        ]
+        if lam == 0:
+            torch._foreach_zero_(ss)  # no threshold: Γ = kappa*V
+            torch._foreach_add_(ss, kappa)
+        else:
+            # ||V_o|| = 0: 1/0 = inf -> kappa - inf -> clamped to 0, not NaN.
+            torch._foreach_reciprocal_(ss)
+            torch._foreach_mul_(ss, -lam * kappa)
+            torch._foreach_add_(ss, kappa)
+            torch._foreach_clamp_min_(ss, 0.0)
+        for p, v, gam, sv in zip(ps, vs, gams, ss):
+            torch.mul(v, sv, out=gam)
+            self._row_scale[p] = sv
+
+    def _coupled_frozen(self, group: dict[str, Any], p: Tensor, d: Tensor) -> None:
+        """A8: groups in supp(Γ_k) keep W, V and Γ; the others take a normal step."""
+        a, kappa, nu = group["lr"], group["kappa"], group["nu"]
+        st = self._coupled_state(p)
+        v, gam = st["V"], st["gamma"]
+        sel = _support(gam, group["structure"])
+        if sel.shape != p.shape:
+            sel = sel.view((-1,) + (1,) * (p.ndim - 1))
+        keep = (~sel).to(p.dtype)
+        diff = p - gam
+        v.addcmul_(diff, keep, value=a / nu)
+        upd = torch.add(d, diff, alpha=1.0 / nu)
+        p.addcmul_(upd, keep, value=-a * kappa)
+        if p.ndim in _PROX_NDIMS:
+            old = gam.clone()
+            self._prox(group, [p])
+            torch.where(sel, old, gam, out=gam)
+            self._row_scale.pop(p, None)  # Γ is not prox(V) on frozen rows: readers use Γ
+
+    # -- reading Γ ----------------------------------------------------------------
+
+    def _group_of(self, p: Tensor) -> dict[str, Any]:
+        for group in self.param_groups:
+            if any(q is p for q in group["params"]):
+                return group
+        raise UserError(
+            "DessiLBI: this tensor is not one of the optimizer's parameters; pass a tensor "
+            "from the param groups the optimizer was built with"
+        )
+
+    def _coupled_group_of(self, p: Tensor) -> dict[str, Any]:
+        group = self._group_of(p)
+        if group["structure"] == "none":
+            raise UserError(
+                "DessiLBI: this tensor is in a structure='none' group and has no Γ; "
+                "put it in a 'filter' or 'element' group to couple it"
+            )
+        return group
+
+    def gamma(self, p: Tensor) -> Tensor:
+        """Γ of a coupled tensor (exact zeros before its first step).
+
+        Parameters
+        ----------
+        p
+            A parameter of a ``"filter"`` or ``"element"`` group.
+
+        Returns
+        -------
+        Tensor
+            The optimizer's own Γ tensor (same shape, device and dtype as ``p``);
+            treat it as read-only.
+        """
+        self._coupled_group_of(p)
+        gam = self.state[p].get("gamma") if p in self.state else None
+        return torch.zeros_like(p) if gam is None else gam
+
+    def support(self, p: Tensor) -> Tensor:
+        """Boolean support of Γ per group of ``p``.
+
+        Returns
+        -------
+        Tensor
+            Shape ``(p.shape[0],)`` for ``"filter"`` groups (row ``o`` selected iff
+            ``Γ[o] != 0``), ``p.shape`` for ``"element"`` groups.
+        """
+        group = self._coupled_group_of(p)
+        return _support(self.gamma(p), group["structure"])
+
+    def w_star(self, p: Tensor) -> Tensor:
+        """``W`` projected onto the support of Γ (ALGORITHMS A6), as a new tensor.
+
+        Filter groups keep or zero whole rows; element groups keep or zero elements.
+        """
+        sel = self.support(p)
+        if sel.shape != p.shape:
+            sel = sel.view((-1,) + (1,) * (p.ndim - 1))
+        return p.detach() * sel
+
+
+def _support(gam: Tensor, structure: str) -> Tensor:
+    """Support of Γ: rows (dim 0) for "filter", elements for "element"."""
+    if structure == "filter" and gam.ndim > 1:
+        return gam.flatten(1).abs().amax(1) > 0  # faster than any() over a float tensor
+    return gam.bool()
+
+
+def _check_hyper(h: dict[str, Any], where: str) -> None:
+    """Validate hyperparameters present in ``h``; raise one clear UserError."""
+
+    def bad(key: str, why: str) -> None:
+        raise UserError(f"{where}: {key}={h[key]!r} is invalid; {why}")
+
+    def num(key: str) -> float | None:
+        if key not in h:
+            return None
+        val = h[key]
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
+            bad(key, "pass a finite number")
+        return float(val)
+
+    if (lr := num("lr")) is not None and lr < 0:
+        bad("lr", "the step size must be >= 0")
+    if (kappa := num("kappa")) is not None and kappa <= 0:
+        bad("kappa", "kappa must be > 0 (1.0 is the reference value)")
+    if (nu := num("nu")) is not None and nu <= 0:
+        bad("nu", "nu must be > 0 (100 is the reference value; see nu_for_entry)")
+    if (lam := num("lam")) is not None and lam < 0:
+        bad("lam", "the prox threshold must be >= 0 (1.0 is the reference value)")
+    if (m := num("momentum")) is not None and m < 0:
+        bad("momentum", "momentum must be >= 0")
+    if (dmp := num("dampening")) is not None and not 0 <= dmp <= 1:
+        bad("dampening", "dampening must lie in [0, 1]")
+    if (wd := num("weight_decay")) is not None and wd < 0:
+        bad("weight_decay", "weight decay must be >= 0")
+    if h.get("nesterov") and (h.get("momentum", 0) <= 0 or h.get("dampening", 0) != 0):
+        bad("nesterov", "Nesterov momentum needs momentum > 0 and dampening = 0")
+
+
+# -- parameter groups for a model -------------------------------------------------
+
+
+def _layer_name(name: str) -> str:
+    return name.removesuffix(".weight")
+
+
+def lbi_param_groups(
+    model: nn.Module, hidden_linear: str = "filter"
+) -> list[dict[str, Any]]:
+    """Split a model's parameters into the DessiLBI groups that growth needs.
+
+    Rule:
+
+    * ``structure="filter"``: the 4-D weight of every ``nn.Conv2d`` (one group
+      per output filter ``W[o, :, :, :]``) and the weight of every hidden
+      ``nn.Linear`` (one group per output neuron ``W[o, :]``).
+    * ``structure="none"`` (plain SGD): everything else: the classifier's weight,
+      every bias, BatchNorm weights and any parameter of other module types.
+
+    The classifier is the module named by ``model.classifier_name`` if the model
+    has that attribute, else the last ``nn.Linear`` in ``model.modules()`` order.
+    Groups carry ``names`` from ``model.named_parameters()``; the support tracker
+    uses ``name`` minus a trailing ``".weight"`` as the layer name. Empty groups are
+    left out; otherwise the order is ``[filter, none]``.
+
+    Parameters
+    ----------
+    model
+        The network.
+    hidden_linear
+        ``"filter"`` (default, neuron-wise groups) or ``"element"`` (plain lasso,
+        as the reference code does for every 2-D weight).
+
+    Returns
+    -------
+    list of dict
+        Parameter groups for :class:`DessiLBI`.
+    """
+    if hidden_linear not in ("filter", "element"):
+        raise UserError(
+            f"lbi_param_groups: hidden_linear={hidden_linear!r} is invalid; "
+            "use 'filter' (neuron-wise) or 'element' (lasso)"
+        )
+    modules = dict(model.named_modules())
+    classifier: nn.Module | None
+    if hasattr(model, "classifier_name"):
+        cname = model.classifier_name
+        if cname not in modules:
+            raise UserError(
+                f"lbi_param_groups: model.classifier_name={cname!r} names no submodule; "
+                "set it to the name of the output layer as in model.named_modules()"
+            )
+        classifier = modules[cname]
+    else:
+        linears = [m for m in modules.values() if isinstance(m, nn.Linear)]
+        classifier = linears[-1] if linears else None
+
+    kind: dict[int, str] = {}  # id(weight) -> structure of coupled weights
+    for mod in modules.values():
+        w = getattr(mod, "weight", None)
+        if not isinstance(w, nn.Parameter) or mod is classifier:
+            continue
+        if isinstance(mod, nn.Conv2d) and w.ndim == 4:
+            kind[id(w)] = "filter"
+        elif isinstance(mod, nn.Linear) and w.ndim == 2:
+            kind[id(w)] = hidden_linear
+    groups: dict[str, dict[str, Any]] = {}
+    for name, p in model.named_parameters():
+        st = kind.get(id(p), "none")
+        grp = groups.setdefault(st, {"params": [], "names": [], "structure": st})
+        grp["params"].append(p)
+        grp["names"].append(name)
+    return [groups[s] for s in STRUCTURES if s in groups]
+
+
+# -- pacing the path ----------------------------------------------------------------
+
+
+def nu_for_entry(
+    target_epoch: float,
+    steps_per_epoch: int,
+    lr: float,
+    typical_norm: float = 1.0,
+    lam: float = 1.0,
+) -> float:
+    """The ``nu`` that makes a group of norm ``typical_norm`` enter at ``target_epoch``.
+
+    While ``Γ_g = 0`` and ``W_g`` is roughly constant, ``V_g`` grows by
+    ``(a/ν) W_g`` per step, so the group enters the support (``||V_g|| > λ``) after
+    ``k* = λ ν / (a ||W_g||)`` steps (ALGORITHMS A5). Solving for ``ν`` with
+    ``k* = target_epoch * steps_per_epoch`` gives ``ν = a ||W_g|| k* / λ``. Larger
+    groups enter earlier (in inverse proportion to their norm); a learning-rate
+    decay slows the path proportionally.
+
+    Parameters
+    ----------
+    target_epoch
+        Epochs (may be fractional) after which a typical group should enter.
+    steps_per_epoch
+        Optimizer steps per epoch.
+    lr
+        The step size ``a`` (the optimizer's ``lr``).
+    typical_norm
+        A typical filter norm ``||W_g||``; see :func:`typical_filter_norm`.
+    lam
+        The optimizer's ``lam``.
+
+    Returns
+    -------
+    float
+        ``nu`` for :class:`DessiLBI`.
+    """
+    for key, val in (
+        ("target_epoch", target_epoch),
+        ("steps_per_epoch", steps_per_epoch),
+        ("lr", lr),
+        ("typical_norm", typical_norm),
+        ("lam", lam),
+    ):
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or not val > 0:
+            raise UserError(f"nu_for_entry: {key}={val!r} is invalid; pass a number > 0")
+    return float(lr) * float(typical_norm) * float(target_epoch) * float(steps_per_epoch) / lam
+
+
+def typical_filter_norm(model: nn.Module) -> float:
+    """Median row norm ``||W[o]||`` over the filter-wise coupled weights of ``model``.
+
+    The coupled weights are those :func:`lbi_param_groups` puts in the
+    ``"filter"`` group (conv filters and hidden linear neurons). Call it at
+    initialisation and pass the result to :func:`nu_for_entry`.
+    """
+    norms = [
+        torch.linalg.vector_norm(p.detach().flatten(1).float(), dim=1).cpu()
+        for g in lbi_param_groups(model)
+        if g["structure"] == "filter"
+        for p in g["params"]
+        if p.ndim > 1
+    ]
+    if not norms:
+        raise UserError(
+            "typical_filter_norm: the model has no conv or hidden linear weights; "
+            "pass typical_norm to nu_for_entry yourself"
+        )
+    return float(torch.cat(norms).median())
+
+
+def lam_for_entry(
+    target_epoch: float,
+    steps_per_epoch: int,
+    lr: float,
+    nu: float,
+    typical_norm: float = 1.0,
+) -> float:
+    """The ``lam`` that makes a group of norm ``typical_norm`` enter at ``target_epoch``.
+
+    The same relation as :func:`nu_for_entry` (``k* = λ ν / (a ||W_g||)``), solved for
+    ``λ`` with ``ν`` fixed. Pacing through ``λ`` keeps the coupling pull
+    ``a κ / ν`` per step as weak as the chosen ``ν`` (the reference's 100), while a
+    small ``ν`` would also act as strong shrinkage on every unselected filter; this is
+    what ``grownet grow`` uses (docs/optim.md).
+    """
+    k_star = target_epoch * steps_per_epoch
+    for key, val in (("target_epoch", target_epoch), ("steps_per_epoch", steps_per_epoch),
+                     ("lr", lr), ("nu", nu), ("typical_norm", typical_norm)):
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or not val > 0:
+            raise UserError(f"lam_for_entry: {key}={val!r} is invalid; pass a number > 0")
+    return float(lr) * float(typical_norm) * float(k_star) / float(nu)

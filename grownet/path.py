@@ -1,0 +1,462 @@
+"""The support tracker: which groups of Γ are selected, since when, layer by layer.
+
+:class:`SupportTracker` follows a :class:`~grownet.optim.DessiLBI` optimizer along its
+regularisation path. After every optimizer step (a step post-hook) it reads Γ and
+updates, on the device, the boolean support of every group (a filter / neuron row
+for ``"filter"`` layers, an element for ``"element"`` layers) and the step at which
+each group first entered. :meth:`SupportTracker.end_epoch` stamps entry epochs and
+records the epoch's support, so tickets can later be cut from the support at any
+epoch. Nothing synchronises with the device until a caller reads a result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from grownet.errors import UserError
+from grownet.optim import DessiLBI
+
+__all__ = ["SupportTracker"]
+
+_STATE_VERSION = 1
+#: Entry epoch the reference prune order (ALGORITHMS A7) gives never-selected groups.
+NEVER_EPOCH = 2000
+
+
+@dataclass(frozen=True)
+class _Layer:
+    name: str
+    param: Tensor
+    structure: str  # "filter" or "element"
+    shape: tuple[int, ...]  # support shape: (out,) for filter, param shape for element
+    offset: int
+    numel: int
+
+
+def _layer_name(name: str) -> str:
+    return name.removesuffix(".weight")
+
+
+class SupportTracker:
+    """Γ's support per layer of a :class:`~grownet.optim.DessiLBI` run, kept on the device.
+
+    Layers are the optimizer's coupled parameters (groups with ``structure``
+    ``"filter"`` or ``"element"``), named by the group's ``names`` with a trailing
+    ``".weight"`` removed, or ``param{i}`` (``i`` = the parameter's index in the
+    optimizer) when the group has no names.
+
+    Parameters
+    ----------
+    opt
+        The optimizer to follow. Create the tracker after moving the model to its
+        device; a step post-hook is registered on ``opt`` (see :meth:`close`).
+
+    Notes
+    -----
+    * Entry step of a group: the number of optimizer steps (counted by this
+      tracker, starting at 0) after which Γ of the group was first nonzero;
+      ``-1`` = never. Groups already selected when the tracker is created get 0.
+    * Entry epoch: the ``epoch`` of the first :meth:`end_epoch` call at or after
+      the entry step, i.e. the epoch during which the group entered; ``-1`` = never.
+    * Selection ratio: selected rows / rows for filter layers, nonzero elements /
+      elements for element layers (the reference's counting bugs, ALGORITHMS A6, are
+      not reproduced).
+    """
+
+    def __init__(self, opt: DessiLBI) -> None:
+        self._opt: DessiLBI | None = None
+        self._hook: Any = None
+        self._step = 0
+        self._history: list[dict[str, Any]] = []
+        self._bind(opt)
+        self._entry_step = torch.full((self._total,), -1, dtype=torch.long, device=self._device)
+        self._entry_epoch = torch.full_like(self._entry_step, -1)
+        self._refresh(stamp=True)
+
+    # -- binding to an optimizer ------------------------------------------------------
+
+    def _bind(self, opt: DessiLBI) -> None:
+        if not isinstance(opt, torch.optim.Optimizer) or not hasattr(opt, "gamma"):
+            raise UserError(
+                f"SupportTracker needs a DessiLBI optimizer, got {type(opt).__name__}; "
+                "build one with grownet.DessiLBI(grownet.lbi_param_groups(model), lr=...)"
+            )
+        layers: list[_Layer] = []
+        offset = 0
+        index = 0
+        seen: set[str] = set()
+        for group in opt.param_groups:
+            names = group.get("names")
+            for i, p in enumerate(group["params"]):
+                index += 1
+                if group["structure"] == "none" or p.ndim == 0:
+                    continue
+                full = names[i] if names is not None else f"param{index - 1}"
+                name = _layer_name(full)
+                if name in seen:
+                    name = full
+                if name in seen:
+                    raise UserError(
+                        f"SupportTracker: two coupled parameters are both named {full!r}; "
+                        "give every parameter a unique name in the groups' 'names'"
+                    )
+                seen.add(name)
+                shape = (p.shape[0],) if group["structure"] == "filter" else tuple(p.shape)
+                n = 1
+                for s in shape:
+                    n *= s
+                layers.append(_Layer(name, p, group["structure"], shape, offset, n))
+                offset += n
+        if not layers:
+            raise UserError(
+                "SupportTracker: the optimizer has no coupled parameters (every group has "
+                "structure='none'); build its groups with grownet.lbi_param_groups(model)"
+            )
+        devices = {lay.param.device for lay in layers}
+        if len(devices) > 1:
+            raise UserError(
+                f"SupportTracker: coupled parameters live on several devices ({devices}); "
+                "move the model to one device before creating the tracker"
+            )
+        if self._hook is not None:
+            self._hook.remove()
+        self._opt = opt
+        self._layers = layers
+        self._by_name = {lay.name: lay for lay in layers}
+        self._total = offset
+        self._device = layers[0].param.device
+        self._support = torch.zeros(self._total, dtype=torch.bool, device=self._device)
+        self._make_views()
+        self._hook = opt.register_step_post_hook(self._on_step)
+
+    def close(self) -> None:
+        """Remove the step hook; the tracker keeps what it recorded."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def rebind(self, opt: DessiLBI, keep: dict[str, Tensor] | None = None) -> None:
+        """Follow a new optimizer (after growth), carrying entry steps and epochs.
+
+        Parameters
+        ----------
+        opt
+            The new optimizer. Its layers are matched to the old ones by name.
+        keep
+            ``{layer: LongTensor}``: for a layer, the old row indices that the new
+            rows ``0..len-1`` continue, in new order. Layers not listed keep their
+            leading rows (``new[:n] = old[:n]``), as width surgery copies weights
+            into leading slices. For element layers trailing dimensions are matched
+            by leading slice too. Groups without an old counterpart start at ``-1``.
+
+        Notes
+        -----
+        The step counter and the epoch history carry over. The current support
+        is re-read from the new optimizer's Γ (zeros for a fresh optimizer).
+        """
+        old_layers = self._by_name
+        old_es, old_ee = self._entry_step, self._entry_epoch
+        keep = dict(keep or {})
+        unknown = sorted(k for k in keep if k not in old_layers)
+        if unknown:
+            raise UserError(
+                f"SupportTracker.rebind: keep names unknown layers {unknown}; "
+                f"use names from tracker.layers: {sorted(old_layers)}"
+            )
+        self._bind(opt)
+        es = torch.full((self._total,), -1, dtype=torch.long, device=self._device)
+        ee = torch.full_like(es, -1)
+        for lay in self._layers:
+            old = old_layers.get(lay.name)
+            if old is None:
+                continue
+            src_es = _view(old_es, old).to(self._device)
+            src_ee = _view(old_ee, old).to(self._device)
+            idx = keep.pop(lay.name, None)
+            if idx is not None:
+                idx = torch.as_tensor(idx, dtype=torch.long).to(self._device)
+                bad = idx.numel() > lay.shape[0] or (
+                    idx.numel() > 0 and bool((idx < 0).any() | (idx >= old.shape[0]).any())
+                )
+                if idx.ndim != 1 or bad:
+                    raise UserError(
+                        f"SupportTracker.rebind: keep[{lay.name!r}] must be a 1-D index "
+                        f"into the {old.shape[0]} old rows with at most {lay.shape[0]} "
+                        "entries (the new layer's rows)"
+                    )
+                src_es, src_ee = src_es.index_select(0, idx), src_ee.index_select(0, idx)
+            common = tuple(
+                slice(0, min(a, b)) for a, b in zip(src_es.shape, lay.shape, strict=True)
+            )
+            _view(es, lay)[common] = src_es[common]
+            _view(ee, lay)[common] = src_ee[common]
+        self._entry_step, self._entry_epoch = es, ee
+        self._refresh(stamp=False)
+
+    # -- per-step update ----------------------------------------------------------
+
+    def _on_step(self, opt: Any, args: Any, kwargs: Any) -> None:
+        self._step += 1
+        self._refresh(stamp=True, after_step=True)
+
+    def _make_views(self) -> None:
+        """Per-layer views of the flat support: flat, and shaped like the prox scales."""
+        self._views = [self._support[lay.offset : lay.offset + lay.numel] for lay in self._layers]
+        self._scale_views = [
+            v.view((-1,) + (1,) * (lay.param.ndim - 1)) if lay.structure == "filter" else None
+            for v, lay in zip(self._views, self._layers)
+        ]
+
+    def _refresh(self, stamp: bool, after_step: bool = False) -> None:
+        """Re-read the support from Γ into the flat vector (no host sync).
+
+        Right after a step the optimizer's prox scales give filter rows for free
+        (``scale > 0`` iff ``Γ[o] != 0``); otherwise Γ itself is read.
+        """
+        assert self._opt is not None
+        if self._layers[0].param.device != self._device:  # the model moved after creation
+            self._to(self._layers[0].param.device)
+        state = self._opt.state
+        scales = getattr(self._opt, "_row_scale", {}) if after_step else {}
+        for lay, out, sout in zip(self._layers, self._views, self._scale_views):
+            if sout is not None:
+                sc = scales.get(lay.param)
+                if sc is not None:
+                    torch.gt(sc, 0, out=sout)
+                    continue
+            st = state.get(lay.param)
+            gam = st.get("gamma") if st is not None else None
+            if gam is None:
+                out.zero_()
+            elif sout is not None and gam.ndim > 1:
+                torch.gt(gam.flatten(1).abs().amax(1), 0, out=out)
+            else:
+                out.copy_(gam.flatten())  # float -> bool: nonzero is True
+        if stamp:
+            newly = self._support & (self._entry_step < 0)
+            self._entry_step.masked_fill_(newly, self._step)
+
+    def _to(self, device: torch.device) -> None:
+        self._device = device
+        self._support = self._support.to(device)
+        self._entry_step = self._entry_step.to(device)
+        self._entry_epoch = self._entry_epoch.to(device)
+        self._make_views()
+
+    # -- epochs ---------------------------------------------------------------------
+
+    def end_epoch(self, epoch: int) -> None:
+        """Stamp entry epochs and record the support at the end of ``epoch``.
+
+        Call it once after each epoch (any integer numbering; 0-based like the
+        reference). Groups that entered since the previous call get entry epoch
+        ``epoch``; the current support of every layer is stored for
+        :meth:`support_at` and :meth:`history`. No host synchronisation.
+        """
+        self._refresh(stamp=True)
+        newly = (self._entry_step >= 0) & (self._entry_epoch < 0)
+        self._entry_epoch.masked_fill_(newly, int(epoch))
+        self._history.append(
+            {
+                "step": self._step,
+                "epoch": int(epoch),
+                "layers": [lay.name for lay in self._layers],
+                "shapes": [list(lay.shape) for lay in self._layers],
+                "support": self._support.clone(),
+            }
+        )
+
+    # -- reading --------------------------------------------------------------------
+
+    @property
+    def layers(self) -> list[str]:
+        """Layer names, in optimizer order."""
+        return [lay.name for lay in self._layers]
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps seen by this tracker."""
+        return self._step
+
+    def _layer(self, layer: str) -> _Layer:
+        lay = self._by_name.get(layer)
+        if lay is None:
+            raise UserError(
+                f"SupportTracker: no layer named {layer!r}; known layers: {self.layers}"
+            )
+        return lay
+
+    def support(self, layer: str | None = None) -> Tensor | dict[str, Tensor]:
+        """Current support: a bool tensor for ``layer``, or ``{layer: tensor}`` for all.
+
+        Shape ``(out,)`` for filter layers, the weight's shape for element layers.
+        """
+        self._refresh(stamp=True)
+        if layer is not None:
+            return _view(self._support, self._layer(layer)).clone()
+        return {lay.name: _view(self._support, lay).clone() for lay in self._layers}
+
+    def entry_steps(self, layer: str) -> Tensor:
+        """Entry step per group of ``layer`` (``-1`` = never), on the device."""
+        return _view(self._entry_step, self._layer(layer)).clone()
+
+    def entry_epochs(self, layer: str) -> Tensor:
+        """Entry epoch per group of ``layer`` (``-1`` = never), on the device."""
+        return _view(self._entry_epoch, self._layer(layer)).clone()
+
+    def ratios(self) -> dict[str, float]:
+        """Current selection ratio per layer, as host floats (one device sync)."""
+        self._refresh(stamp=True)
+        sup = self._support
+        counts = torch.stack(
+            [sup[lay.offset : lay.offset + lay.numel].sum() for lay in self._layers]
+        ).tolist()
+        return {lay.name: c / lay.numel for lay, c in zip(self._layers, counts)}
+
+    def history(self) -> pd.DataFrame:
+        """One row per layer per :meth:`end_epoch` call.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``step, epoch, layer, selected, total, ratio``; ``selected`` and
+            ``total`` count rows (filter layers) or elements (element layers).
+        """
+        cols = ["step", "epoch", "layer", "selected", "total", "ratio"]
+        if not self._history:
+            return pd.DataFrame(columns=cols)
+        sums = []
+        for rec in self._history:
+            off = 0
+            for shape in rec["shapes"]:
+                n = _numel(shape)
+                sums.append(rec["support"][off : off + n].sum())
+                off += n
+        counts = torch.stack(sums).tolist()  # one sync for the whole history
+        rows = []
+        k = 0
+        for rec in self._history:
+            for name, shape in zip(rec["layers"], rec["shapes"]):
+                n = _numel(shape)
+                rows.append((rec["step"], rec["epoch"], name, counts[k], n, counts[k] / n))
+                k += 1
+        return pd.DataFrame(rows, columns=cols)
+
+    def support_at(self, epoch: int) -> dict[str, Tensor]:
+        """The support recorded by ``end_epoch(epoch)`` (the last such call).
+
+        Returns
+        -------
+        dict
+            ``{layer: bool tensor}`` with the layer shapes of that time.
+        """
+        for rec in reversed(self._history):
+            if rec["epoch"] == epoch:
+                out = {}
+                off = 0
+                for name, shape in zip(rec["layers"], rec["shapes"]):
+                    n = _numel(shape)
+                    out[name] = rec["support"][off : off + n].view(shape).clone()
+                    off += n
+                return out
+        known = sorted({rec["epoch"] for rec in self._history})
+        raise UserError(
+            f"SupportTracker: no support recorded for epoch {epoch}; recorded epochs: "
+            f"{known or 'none (call tracker.end_epoch(epoch) after each epoch)'}"
+        )
+
+    def _group_norms(self, lay: _Layer) -> Tensor:
+        w = lay.param.detach()
+        if lay.structure == "filter" and w.ndim > 1:
+            return torch.linalg.vector_norm(w.flatten(1).float(), dim=1)
+        return w.abs().float().flatten()
+
+    def entry_order(self, layer: str) -> Tensor:
+        """Groups of ``layer`` ranked by entry: first in first, ties by larger ``||W_g||``.
+
+        Never-entered groups come last (also ordered by norm).
+
+        Returns
+        -------
+        Tensor
+            Long tensor of group indices (rows for filter layers, flat element
+            indices for element layers), on the device.
+        """
+        lay = self._layer(layer)
+        es = _view(self._entry_step, lay).flatten()
+        key = torch.where(es < 0, torch.iinfo(torch.long).max, es)
+        by_norm = torch.argsort(self._group_norms(lay), descending=True, stable=True)
+        return by_norm[torch.argsort(key[by_norm], stable=True)]
+
+    def prune_order(self, layer: str) -> Tensor:
+        """The reference prune order (ALGORITHMS A7): higher = more important.
+
+        ``order_g = ||W_g|| - entry_epoch_g`` with never-entered groups at epoch
+        2000; ``||W_g||`` is the row norm for filter layers and ``|W_ij|`` for element
+        layers. Earlier entry dominates and the norm breaks ties (not strictly
+        lexicographic when norms exceed 1; :meth:`entry_order` is). Filter layers
+        use the epoch of the first entry at any step; the reference checks the
+        support only at epoch ends.
+
+        Returns
+        -------
+        Tensor
+            Float tensor shaped ``(out,)`` (filter) or like the weight (element).
+        """
+        lay = self._layer(layer)
+        ee = _view(self._entry_epoch, lay)
+        rec = torch.where(ee < 0, NEVER_EPOCH, ee).to(torch.float32)
+        return self._group_norms(lay).view(lay.shape) - rec
+
+    # -- checkpoints ------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and primitives only (``torch.load(weights_only=True)`` reads it back)."""
+        return {
+            "version": _STATE_VERSION,
+            "step": self._step,
+            "layers": self.layers,
+            "shapes": [list(lay.shape) for lay in self._layers],
+            "entry_step": self._entry_step.clone(),
+            "entry_epoch": self._entry_epoch.clone(),
+            "history": [dict(rec, support=rec["support"].clone()) for rec in self._history],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved, for the same layers and shapes."""
+        if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
+            raise UserError(
+                "SupportTracker.load_state_dict: not a tracker state (version "
+                f"{_STATE_VERSION} expected); pass what tracker.state_dict() returned"
+            )
+        shapes = [list(lay.shape) for lay in self._layers]
+        if state["layers"] != self.layers or [list(s) for s in state["shapes"]] != shapes:
+            raise UserError(
+                "SupportTracker.load_state_dict: the saved layers/shapes differ from this "
+                "optimizer's; restore the model and optimizer of the same stage first "
+                "(use rebind() to carry entries across growth)"
+            )
+        self._step = int(state["step"])
+        self._entry_step = state["entry_step"].to(self._device, torch.long).clone()
+        self._entry_epoch = state["entry_epoch"].to(self._device, torch.long).clone()
+        self._history = [
+            dict(rec, support=rec["support"].to(self._device, torch.bool).clone())
+            for rec in state["history"]
+        ]
+        self._refresh(stamp=False)
+
+
+def _numel(shape: list[int] | tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def _view(flat: Tensor, lay: _Layer) -> Tensor:
+    return flat[lay.offset : lay.offset + lay.numel].view(lay.shape)

@@ -1,0 +1,179 @@
+"""The run directory: what a training command leaves behind (see DESIGN.md).
+
+```
+RUN/config.toml  metrics.csv  layers.csv  events.jsonl
+RUN/stages/NNN/{arch.json, graph.graphml, graph.json, graph.png}
+RUN/checkpoints/last.pt       RUN/final/{arch.json, model.safetensors}
+```
+
+Tables are appended a row at a time; on resume they are cut back to the position of
+the checkpoint, so a killed-and-resumed run ends with the same rows as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grownet.errors import UserError
+from grownet.runs.files import atomic_torch_save, atomic_write_bytes, atomic_write_text
+from grownet.spec import ArchSpec
+
+CHECKPOINT = "checkpoints/last.pt"
+
+
+class RunDir:
+    """One run's directory. ``RunDir.create`` for a new run, ``RunDir.open`` to resume."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # ------------------------------------------------------------ create / open
+    @classmethod
+    def create(cls, path: str | Path | None, command: str) -> RunDir:
+        """A new, empty run directory (``runs/<command>-<timestamp>`` when ``path`` is
+        None). An existing non-empty directory is never overwritten."""
+        if path is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            path = Path("runs") / f"{command}-{stamp}"
+            n = 1
+            while path.exists():
+                path, n = Path("runs") / f"{command}-{stamp}-{n}", n + 1
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise UserError(f"output directory {path} already exists and is not empty; "
+                            "choose a new --out DIR (or 'grownet resume' to continue it)")
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        run = cls(path)
+        if not (run.path / "config.toml").is_file():
+            raise UserError(f"{run.path} is not a grownet run directory (no config.toml); "
+                            "pass the directory a training command wrote")
+        return run
+
+    # ------------------------------------------------------------------ tables
+    def write_config(self, text: str) -> None:
+        atomic_write_text(self.path / "config.toml", text)
+
+    def append_row(self, name: str, row: dict[str, Any]) -> None:
+        """Append ``row`` to ``name`` (CSV), writing the header on the first row."""
+        path = self.path / name
+        new = not path.exists()
+        with path.open("a", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def log_event(self, event: dict[str, Any]) -> None:
+        with (self.path / "events.jsonl").open("a", encoding="utf-8") as f:
+            f.write(json.dumps(event, sort_keys=True) + "\n")
+
+    def events(self) -> list[dict[str, Any]]:
+        path = self.path / "events.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+    def truncate_logs(self, epochs_done: int) -> None:
+        """Drop rows and events of epochs >= ``epochs_done`` (written after the
+        checkpoint that a resume starts from)."""
+        for name in ("metrics.csv", "layers.csv"):
+            path = self.path / name
+            if not path.exists():
+                continue
+            with path.open(newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+            if not rows:
+                continue
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\r\n")
+            writer.writeheader()
+            writer.writerows(r for r in rows if int(r["epoch"]) < epochs_done)
+            atomic_write_text(path, buf.getvalue())
+        kept = [e for e in self.events() if int(e.get("epoch", -1)) < epochs_done]
+        atomic_write_text(self.path / "events.jsonl",
+                          "".join(json.dumps(e, sort_keys=True) + "\n" for e in kept))
+
+    # ----------------------------------------------------------------- stages
+    def stage_dir(self, stage: int) -> Path:
+        return self.path / "stages" / f"{stage:03d}"
+
+    def save_stage(self, stage: int, spec: ArchSpec, support: Any = None) -> Path:
+        """Write ``arch.json`` and the architecture graph (GraphML, JSON, PNG)."""
+        from grownet.graph import arch_graph, draw_graph, save_graph
+
+        folder = self.stage_dir(stage)
+        atomic_write_text(folder / "arch.json", spec.to_json())
+        graph = arch_graph(spec, support=support)
+        save_graph(graph, folder)
+        draw_graph(graph, folder / "graph.png", title=f"stage {stage}")
+        return folder
+
+    def stage_specs(self) -> list[tuple[int, ArchSpec]]:
+        out = []
+        for folder in sorted((self.path / "stages").glob("[0-9][0-9][0-9]")):
+            out.append((int(folder.name), load_spec(folder / "arch.json")))
+        return out
+
+    # ------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        atomic_torch_save(state, self.path / CHECKPOINT)
+
+    def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+        path = self.path / CHECKPOINT
+        if not path.is_file():
+            raise UserError(f"{path} not found: this run has no checkpoint to resume from; "
+                            "start it again")
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # corrupt or foreign file: torch raises many kinds
+            raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}); "
+                            "it is corrupt — start the run again") from None
+
+    # ------------------------------------------------------------------ final
+    def save_final(self, spec: ArchSpec, model: torch.nn.Module,
+                   extra: dict[str, str] | None = None) -> Path:
+        from safetensors.torch import save
+
+        folder = self.path / "final"
+        atomic_write_text(folder / "arch.json", spec.to_json())
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in
+                   model.state_dict().items()}
+        meta = {"arch": spec.to_json(indent=None), **(extra or {})}
+        atomic_write_bytes(folder / "model.safetensors", save(tensors, metadata=meta))
+        return folder
+
+
+def load_spec(path: str | Path) -> ArchSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found; pass a run directory or an arch.json file")
+    return ArchSpec.from_json(path.read_text(encoding="utf-8"))
+
+
+def load_final_model(run: str | Path) -> tuple[ArchSpec, torch.nn.Module]:
+    """The final model of a run, rebuilt from the spec stored in its safetensors file."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from grownet.nets import build
+
+    path = Path(run) / "final" / "model.safetensors"
+    if not path.is_file():
+        raise UserError(f"{path} not found: the run has not finished; resume it first")
+    with safe_open(str(path), framework="pt") as f:
+        spec = ArchSpec.from_json(f.metadata()["arch"])
+    model = build(spec)
+    model.load_state_dict(load_file(str(path)))
+    return spec, model

@@ -1,0 +1,325 @@
+"""The training jobs behind ``grownet grow`` and ``grownet train``, with resume.
+
+A job is a position (epoch, step, phase) plus the things that move: spec, model,
+optimizer, tracker, grower. After every epoch the whole position goes into
+``checkpoints/last.pt`` (atomically), so ``grownet resume`` continues a killed run
+where its last finished epoch left it and ends exactly as an uninterrupted run would
+(on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grownet.cost import count
+from grownet.data import Dataset, load_dataset, make_loaders
+from grownet.errors import UserError
+from grownet.grow import Grower, GrowthPolicy
+from grownet.nets import build
+from grownet.optim import DessiLBI, lam_for_entry, lbi_param_groups
+from grownet.path import SupportTracker
+from grownet.runs import RunConfig, RunDir, load_spec
+from grownet.spec import ArchSpec, preset
+from grownet.train.loop import (
+    evaluate,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    train_epoch,
+)
+
+
+@dataclass
+class Position:
+    """Where a job stands; everything here is a primitive (checkpoint-safe)."""
+
+    epoch: int = 0  # epochs finished
+    step: int = 0
+    phase: str = "grow"  # grow | finetune | train
+    phase_start: int = 0  # first epoch of the phase
+    phase_epochs: int = 0  # length of the phase (finetune / train)
+    lam: float = 0.0  # DessiLBI's lambda, fixed at the start (paced or given)
+    best_acc: float = 0.0
+    train_macs: float = 0.0  # training compute so far, in MACs (3 x MACs x samples)
+    wall: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class JobResult:
+    run: RunDir
+    spec: ArchSpec
+    test_acc: float
+    params: int
+    macs: int
+    epochs: int
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def start_spec(name: str, data: Dataset) -> ArchSpec:
+    """A preset adapted to the data, or an ``arch.json`` file (whose input shape and
+    classes must match the data)."""
+    if not name.endswith(".json"):
+        return preset(name, in_shape=data.in_shape, num_classes=data.num_classes)
+    spec = load_spec(name)
+    if spec.in_shape != tuple(data.in_shape) or spec.num_classes != data.num_classes:
+        raise UserError(f"{name} is for inputs {spec.in_shape} with {spec.num_classes} "
+                        f"classes, but {data.name} has {tuple(data.in_shape)} and "
+                        f"{data.num_classes}; use a matching arch.json or a preset")
+    return spec
+
+
+def lr_at(cfg: RunConfig, pos: Position) -> float:
+    """The lr of the next epoch: constant while growing, then the schedule."""
+    if pos.phase == "grow":
+        return cfg.lr
+    k, n = pos.epoch - pos.phase_start, max(pos.phase_epochs, 1)
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * k / n))
+    if cfg.schedule == "step":  # x0.1 at 1/2 and 3/4 of the phase
+        return cfg.lr * (0.1 ** ((k >= n // 2) + (k >= (3 * n) // 4)))
+    return cfg.lr
+
+
+class Job:
+    """One run of ``grow`` or ``train`` (see the module docstring)."""
+
+    def __init__(self, cfg: RunConfig, run: RunDir | None = None, quiet: bool = False,
+                 dataset: Dataset | None = None):
+        self.cfg = cfg.validate()
+        self.quiet = quiet
+        self.device = resolve_device(cfg.device)
+        self.data = dataset or load_dataset(cfg.data, root=cfg.data_root or None,
+                                            seed=cfg.seed)
+        self.train_loader, self.test_loader = make_loaders(self.data, cfg.batch_size,
+                                                           self.device, cfg.seed)
+        self.spec = start_spec(cfg.start if cfg.command == "grow" else cfg.arch, self.data)
+        self._check_budgets()
+        self.run = run
+        self.pos = Position(phase="grow" if cfg.command == "grow" else "train")
+
+    # ------------------------------------------------------------------ set-up
+    def _check_budgets(self) -> None:
+        c, cfg = count(self.spec), self.cfg
+        for key, value, have in (("max_params", cfg.max_params, c.params),
+                                 ("max_macs", cfg.max_macs, c.macs)):
+            if value and have > value:
+                raise UserError(f"budget {key}={value} is smaller than the start "
+                                f"{self.spec.name!r} ({have}); raise it or start smaller")
+
+    def _policy(self) -> GrowthPolicy:
+        cfg = self.cfg
+        return GrowthPolicy(
+            tau=cfg.tau, epochs_per_stage=cfg.epochs_per_stage, grow_num=cfg.grow_num,
+            grow_ratio=cfg.grow_ratio, depth=cfg.depth, depth_patience=cfg.depth_patience,
+            max_width=cfg.max_width, max_params=cfg.max_params or None,
+            max_macs=cfg.max_macs or None, max_stages=cfg.max_stages,
+            max_epochs=cfg.epochs - cfg.finetune_epochs, carry_state=cfg.carry_state,
+            init=cfg.widen_init)
+
+    def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        if cfg.command == "train" and cfg.method == "sgd":
+            return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay)
+        if cfg.method == "dst" and cfg.command == "train":
+            raise UserError("--method dst is not available yet; use sgd or dessilbi")
+        return DessiLBI(lbi_param_groups(model), lr=cfg.lr, kappa=cfg.kappa,
+                        nu=cfg.nu, lam=self.pos.lam, momentum=cfg.momentum,
+                        weight_decay=cfg.weight_decay)
+
+    def _start(self) -> None:
+        cfg = self.cfg
+        seed_everything(cfg.seed)
+        self.model = build(self.spec, init="kaiming").to(self.device)
+        # Paced for a filter of norm 1, not the init's typical norm: a wide net's small
+        # init would otherwise get a tiny λ, and every filter would enter at once.
+        self.pos.lam = cfg.lam or lam_for_entry(cfg.entry_epochs, len(self.train_loader),
+                                                cfg.lr, cfg.nu, typical_norm=1.0)
+        self._wire(self._optimizer(self.model))
+        if self.pos.phase == "train":
+            self.pos.phase_epochs = cfg.epochs
+
+    def _wire(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+        lbi = isinstance(optimizer, DessiLBI)
+        self.tracker = SupportTracker(optimizer) if lbi else None
+        self.grower = (Grower(self.spec, self.model, optimizer, self._policy(),
+                              optimizer_factory=self._optimizer)
+                       if self.cfg.command == "grow" else None)
+
+    # ---------------------------------------------------------------- the loop
+    def run_all(self) -> JobResult:
+        """Train to the end, writing the run directory as it goes."""
+        if not hasattr(self, "model"):
+            self._start()
+            self.run.write_config(self.cfg.to_toml())
+            self._save_stage(0)
+        while not self._finished():
+            self._epoch()
+        return self._finish()
+
+    def _finished(self) -> bool:
+        p = self.pos
+        return p.phase != "grow" and p.epoch >= p.phase_start + p.phase_epochs
+
+    def _epoch(self) -> None:
+        cfg, pos = self.cfg, self.pos
+        lr = lr_at(cfg, pos)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.train_loader.set_epoch(pos.epoch)
+        t0 = time.perf_counter()
+        tr = train_epoch(self.model, self.train_loader, self.optimizer, self.device,
+                         desc=f"epoch {pos.epoch + 1}")
+        te = evaluate(self.model, self.test_loader, self.device)
+        pos.wall += time.perf_counter() - t0
+        pos.step += len(self.train_loader)
+        cost = count(self.spec)
+        pos.train_macs += 3.0 * cost.macs * tr.samples
+        pos.best_acc = max(pos.best_acc, te.acc)
+        ratios = self.tracker.ratios() if self.tracker else {}
+        if self.tracker:
+            self.tracker.end_epoch(pos.epoch)
+        stage = self.grower.stage if self.grower else 0
+        row = {"stage": stage, "epoch": pos.epoch, "step": pos.step, "phase": pos.phase,
+               "lr": lr, "train_loss": tr.loss, "train_acc": tr.acc, "test_loss": te.loss,
+               "test_acc": te.acc, "params": cost.params, "macs": cost.macs,
+               "mean_ratio": sum(ratios.values()) / len(ratios) if ratios else 0.0,
+               "train_macs": pos.train_macs, "time_s": round(pos.wall, 3)}
+        self.run.append_row("metrics.csv", row)
+        self._say(f"{pos.epoch + 1:>4} {stage:>5} {pos.phase:<8} {lr:8.4f} {tr.loss:8.4f} "
+                  f"{te.acc * 100:7.2f} {cost.params:>9,} {row['mean_ratio']:6.2f}",
+                  header=pos.epoch == 0)
+        pos.epoch += 1
+        if pos.phase == "grow":
+            self._grow_check(ratios)
+        self._checkpoint()
+
+    def _grow_check(self, ratios: dict[str, float]) -> None:
+        pos = self.pos
+        event = self.grower.step(pos.epoch - 1)
+        if event is None:
+            return
+        if event.kind == "grow":  # the stage that ends: one row per layer
+            self._write_layers(ratios, epoch=pos.epoch - 1, stage=event.stage - 1)
+        record = event.to_dict()
+        self.run.log_event(record)
+        if event.kind == "grow":
+            self.spec, self.model = event.spec, event.model
+            self.optimizer = event.optimizer
+            self.tracker = SupportTracker(self.optimizer)
+            self._save_stage(self.grower.stage)
+            self._say(f"     grow → stage {self.grower.stage}: {event.reason}")
+        else:
+            pos.phase, pos.phase_start = "finetune", pos.epoch
+            pos.phase_epochs = self.cfg.finetune_epochs
+            self._say(f"     stop growing: {event.reason}; fine-tune "
+                      f"{pos.phase_epochs} epochs")
+
+    def _write_layers(self, ratios: dict[str, float], epoch: int,
+                      stage: int | None = None) -> None:
+        if stage is None:
+            stage = self.grower.stage if self.grower else 0
+        table = count(self.spec).to_frame().set_index("layer")
+        for layer_id, width in self.spec.widths().items():
+            ratio = ratios.get(layer_id)
+            self.run.append_row("layers.csv", {
+                "stage": stage, "epoch": epoch, "layer": layer_id, "width": width,
+                "selected": "" if ratio is None else round(ratio * width),
+                "ratio": "" if ratio is None else round(ratio, 4),
+                "params": int(table.loc[layer_id, "params"]),
+                "macs": int(table.loc[layer_id, "macs"])})
+
+    def _save_stage(self, stage: int) -> None:
+        self.run.save_stage(stage, self.spec)
+
+    # ------------------------------------------------------------- checkpoint
+    def _checkpoint(self) -> None:
+        state = {
+            "spec": self.spec.to_json(indent=None),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "tracker": self.tracker.state_dict() if self.tracker else {},
+            "grower": self.grower.state_dict() if self.grower else {},
+            "position": self.pos.as_dict(),
+            "rng": rng_state(),
+        }
+        self.run.save_checkpoint(state)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint written by :meth:`_checkpoint`."""
+        try:
+            self.spec = ArchSpec.from_json(state["spec"])
+            self.pos = Position(**state["position"])
+            self.model = build(self.spec).to(self.device)
+            self.model.load_state_dict(state["model"])
+            self._wire(self._optimizer(self.model))
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.tracker:
+                self.tracker.load_state_dict(state["tracker"])
+            if self.grower:
+                self.grower.load_state_dict(state["grower"])
+            set_rng_state(state["rng"])
+        except (KeyError, TypeError, RuntimeError, ValueError) as err:
+            raise UserError(f"checkpoint of {self.run.path} does not match this grownet "
+                            f"({type(err).__name__}: {err}); start the run again") from None
+        self.run.truncate_logs(self.pos.epoch)
+
+    # ------------------------------------------------------------------ finish
+    def _finish(self) -> JobResult:
+        te = evaluate(self.model, self.test_loader, self.device)
+        ratios = self.tracker.ratios() if self.tracker else {}
+        # epoch = epochs done: a resume cuts these rows if the finish was interrupted
+        self._write_layers(ratios, epoch=self.pos.epoch)
+        self.run.save_final(self.spec, self.model, extra={"test_acc": f"{te.acc:.6f}"})
+        self._checkpoint()
+        cost = count(self.spec)
+        result = JobResult(self.run, self.spec, te.acc, cost.params, cost.macs,
+                           self.pos.epoch, self.run.events())
+        self._say(summary(result, cost))
+        return result
+
+    def _say(self, text: str, header: bool = False) -> None:
+        if self.quiet:
+            return
+        if header:
+            print("epoch stage phase          lr     loss  test%    params  ratio")
+        print(text, flush=True)
+
+
+def summary(result: JobResult, cost) -> str:
+    widths = ", ".join(f"{k}={v}" for k, v in result.spec.widths().items())
+    return (f"\nfinal architecture ({result.spec.family}): {widths}\n"
+            f"params {result.params:,}  MACs {result.macs:,}  test accuracy "
+            f"{result.test_acc * 100:.2f}%  epochs {result.epochs}\n"
+            f"{cost.format_table()}\n"
+            f"run directory: {result.run.path}")
+
+
+def start_job(cfg: RunConfig, out: str | Path | None, quiet: bool = False,
+              dataset: Dataset | None = None) -> JobResult:
+    """Validate everything (data, presets, budgets) before writing anything, then run."""
+    job = Job(cfg, quiet=quiet, dataset=dataset)
+    job.run = RunDir.create(out, cfg.command)
+    return job.run_all()
+
+
+def resume_job(path: str | Path, quiet: bool = False) -> JobResult:
+    run = RunDir.open(path)
+    cfg = RunConfig.from_toml(run.path / "config.toml")
+    state = run.load_checkpoint()
+    job = Job(cfg, run=run, quiet=quiet)
+    job.restore(state)
+    if (run.path / "final" / "model.safetensors").exists() and job._finished():
+        raise UserError(f"{run.path} has already finished; nothing to resume")
+    return job.run_all()
