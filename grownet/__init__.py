@@ -7,7 +7,7 @@ from grownet.cost import ComputeMeter, CostTable, count, latency, training_compu
 from grownet.data import DATASETS, Dataset, DeviceLoader, load_dataset, make_loaders
 from grownet.errors import UserError
 from grownet.graph import arch_graph, draw_graph, save_graph
-from grownet.grow import GrowthEvent, GrowthPolicy, Grower
+from grownet.grow import Grower, GrowthEvent, GrowthPolicy
 from grownet.nets import GrowNet, build
 from grownet.optim import DessiLBI, lbi_param_groups, nu_for_entry, typical_filter_norm
 from grownet.path import SupportTracker

@@ -141,7 +141,15 @@ class DessiLBI(torch.optim.Optimizer):
         }
         _check_hyper(defaults, where="DessiLBI")
         self._row_scale: dict[Tensor, Tensor] = {}
+        # Reused flat buffers for the filter prox scales (scratch, not state).
+        self._scale_bufs: dict[tuple, tuple[Tensor, list[Tensor]]] = {}
         super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        # Scratch that pickling drops and loading invalidates.
+        self._row_scale = {}
+        self._scale_bufs = {}
 
     # -- parameter groups ---------------------------------------------------------
 
@@ -272,19 +280,31 @@ class DessiLBI(torch.optim.Optimizer):
             torch._foreach_add_(ps, self._direction(group, ps, gs, wdf), alpha=-lr)
             return
         m, wd = group["momentum"], group["weight_decay"]
-        # One fused call per (first step?, weight decay?) combination; usually just one.
+        kw = {
+            "momentum": m,
+            "lr": lr,
+            "dampening": group["dampening"],
+            "nesterov": group["nesterov"],
+            "maximize": False,
+        }
+        if m == 0:
+            bufs: list[Tensor | None] = [None] * len(ps)
+        else:
+            state = self.state
+            bufs = [state[p].get("momentum_buffer") for p in ps]
+            if not any(b is None for b in bufs) and (all(wdf) or not any(wdf)):
+                # The usual case: one call.
+                torch._fused_sgd_(ps, gs, bufs, weight_decay=wd if wdf[0] else 0.0,
+                                  is_first_step=False, **kw)  # fmt: skip
+                return
+        # One fused call per (first step?, weight decay?) combination.
         calls: dict[tuple[bool, bool], tuple[list, list, list]] = {}
-        for p, g, f in zip(ps, gs, wdf):
-            first = False
-            buf = None
-            if m != 0:
-                st = self.state[p]
-                buf = st.get("momentum_buffer")
-                if buf is None:
-                    first = True
-                    buf = st["momentum_buffer"] = torch.empty_like(
-                        p, memory_format=torch.preserve_format
-                    )
+        for p, g, buf, f in zip(ps, gs, bufs, wdf):
+            first = m != 0 and buf is None
+            if first:
+                buf = self.state[p]["momentum_buffer"] = torch.empty_like(
+                    p, memory_format=torch.preserve_format
+                )
             c = calls.get((first, f))
             if c is None:
                 c = calls[(first, f)] = ([], [], [])
@@ -293,18 +313,7 @@ class DessiLBI(torch.optim.Optimizer):
             if buf is not None:
                 c[2].append(buf)
         for (first, f), (cp, cg, cb) in calls.items():
-            torch._fused_sgd_(
-                cp,
-                cg,
-                cb,
-                weight_decay=wd if f else 0.0,
-                momentum=m,
-                lr=lr,
-                dampening=group["dampening"],
-                nesterov=group["nesterov"],
-                maximize=False,
-                is_first_step=first,
-            )
+            torch._fused_sgd_(cp, cg, cb, weight_decay=wd if f else 0.0, is_first_step=first, **kw)
 
     def _direction(
         self, group: dict[str, Any], ps: list[Tensor], gs: list[Tensor], wdf: list[bool]
@@ -347,20 +356,24 @@ class DessiLBI(torch.optim.Optimizer):
             )
         return d
 
-    def _coupled_state(self, p: Tensor) -> dict[str, Tensor]:
+    def _coupled_state(self, p: Tensor) -> tuple[Tensor, Tensor]:
+        """``(V, Γ)`` of a coupled tensor, created as zeros at its first step."""
         st = self.state[p]
-        if "V" not in st:
-            st["V"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        v = st.get("V")
+        if v is None:
+            v = st["V"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             st["gamma"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return st
+        return v, st["gamma"]
 
     def _coupled(
         self, group: dict[str, Any], ps: list[Tensor], gs: list[Tensor], wdf: list[bool]
     ) -> None:
         a, kappa, nu = group["lr"], group["kappa"], group["nu"]
-        states = [self._coupled_state(p) for p in ps]
-        vs = [st["V"] for st in states]
-        gams = [st["gamma"] for st in states]
+        vs, gams = [], []
+        for p in ps:
+            v, gam = self._coupled_state(p)
+            vs.append(v)
+            gams.append(gam)
         # V += (a/nu)(W_k - Γ_k), as two in-place adds: no temporary.
         torch._foreach_add_(vs, ps, alpha=a / nu)
         torch._foreach_add_(vs, gams, alpha=-a / nu)
@@ -375,45 +388,61 @@ class DessiLBI(torch.optim.Optimizer):
             d = self._direction(group, ps, gs, wdf)
             torch._foreach_lerp_(ps, gams, w)
             torch._foreach_add_(ps, d, alpha=-a * kappa)
-        self._prox(group, [p for p in ps if p.ndim in _PROX_NDIMS])
+        keep = [i for i, p in enumerate(ps) if p.ndim in _PROX_NDIMS]
+        if len(keep) < len(ps):
+            ps, vs, gams = [ps[i] for i in keep], [vs[i] for i in keep], [gams[i] for i in keep]
+        self._prox(group, ps, vs, gams)
 
-    def _prox(self, group: dict[str, Any], ps: list[Tensor]) -> None:
-        """Γ = kappa * Prox_lam(V) for the given coupled tensors, in place."""
+    def _prox(
+        self, group: dict[str, Any], ps: list[Tensor], vs: list[Tensor], gams: list[Tensor]
+    ) -> None:
+        """Γ = kappa * Prox_lam(V) for the given coupled (2-D/4-D) tensors, in place."""
         if not ps:
             return
         kappa, lam = group["kappa"], group["lam"]
-        states = [self.state[p] for p in ps]
-        vs = [st["V"] for st in states]
-        gams = [st["gamma"] for st in states]
         if group["structure"] == "element":
             for v, gam in zip(vs, gams):
                 torch._C._nn.softshrink(v, lam, out=gam)
             if kappa != 1:
                 torch._foreach_mul_(gams, kappa)
             return
-        # Group soft threshold over dim 0: scale_o = kappa*(1 - lam/||V_o||)_+, with the
-        # row norms kept as (out, 1, ...) so they broadcast against V without reshaping.
-        ss = [
-            torch.linalg.vector_norm(v, dim=_ROW_DIMS[v.ndim], keepdim=True) for v in vs
-        ]
+        # Group soft threshold over dim 0: scale_o = kappa*(1 - lam/||V_o||)_+. The row
+        # norms go into one flat buffer through (out, 1, ...) views, so the scale takes
+        # four ops in all and broadcasts against V without reshaping.
+        flat, views = self._scale_buffer(group, vs)
+        for v, sv in zip(vs, views):
+            torch.linalg.vector_norm(v, dim=_ROW_DIMS[v.ndim], keepdim=True, out=sv)
         if lam == 0:
-            torch._foreach_zero_(ss)  # no threshold: Γ = kappa*V
-            torch._foreach_add_(ss, kappa)
+            flat.fill_(kappa)  # no threshold: Γ = kappa*V
         else:
             # ||V_o|| = 0: 1/0 = inf -> kappa - inf -> clamped to 0, not NaN.
-            torch._foreach_reciprocal_(ss)
-            torch._foreach_mul_(ss, -lam * kappa)
-            torch._foreach_add_(ss, kappa)
-            torch._foreach_clamp_min_(ss, 0.0)
-        for p, v, gam, sv in zip(ps, vs, gams, ss):
+            flat.reciprocal_().mul_(-lam * kappa).add_(kappa).clamp_min_(0.0)
+        row_scale = self._row_scale
+        for p, v, gam, sv in zip(ps, vs, gams, views):
             torch.mul(v, sv, out=gam)
-            self._row_scale[p] = sv
+            row_scale[p] = sv
+
+    def _scale_buffer(
+        self, group: dict[str, Any], vs: list[Tensor]
+    ) -> tuple[Tensor, list[Tensor]]:
+        """A reusable flat vector for the row scales of ``vs``, with per-tensor views."""
+        key = (id(group), vs[0].device, vs[0].dtype, tuple((v.shape[0], v.ndim) for v in vs))
+        hit = self._scale_bufs.get(key)
+        if hit is None:
+            if len(self._scale_bufs) > 64:  # groups were rebuilt many times: start afresh
+                self._scale_bufs.clear()
+            flat = torch.empty(sum(v.shape[0] for v in vs), device=vs[0].device, dtype=vs[0].dtype)
+            views, off = [], 0
+            for v in vs:
+                views.append(flat[off : off + v.shape[0]].view((-1,) + (1,) * (v.ndim - 1)))
+                off += v.shape[0]
+            hit = self._scale_bufs[key] = (flat, views)
+        return hit
 
     def _coupled_frozen(self, group: dict[str, Any], p: Tensor, d: Tensor) -> None:
         """A8: groups in supp(Γ_k) keep W, V and Γ; the others take a normal step."""
         a, kappa, nu = group["lr"], group["kappa"], group["nu"]
-        st = self._coupled_state(p)
-        v, gam = st["V"], st["gamma"]
+        v, gam = self._coupled_state(p)
         sel = _support(gam, group["structure"])
         if sel.shape != p.shape:
             sel = sel.view((-1,) + (1,) * (p.ndim - 1))
@@ -424,7 +453,7 @@ class DessiLBI(torch.optim.Optimizer):
         p.addcmul_(upd, keep, value=-a * kappa)
         if p.ndim in _PROX_NDIMS:
             old = gam.clone()
-            self._prox(group, [p])
+            self._prox(group, [p], [v], [gam])
             torch.where(sel, old, gam, out=gam)
             self._row_scale.pop(p, None)  # Γ is not prox(V) on frozen rows: readers use Γ
 

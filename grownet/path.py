@@ -73,14 +73,16 @@ class SupportTracker:
         self._hook: Any = None
         self._step = 0
         self._history: list[dict[str, Any]] = []
-        self._bind(opt)
+        self._bind(opt, self._layout(opt))
         self._entry_step = torch.full((self._total,), -1, dtype=torch.long, device=self._device)
         self._entry_epoch = torch.full_like(self._entry_step, -1)
         self._refresh(stamp=True)
 
     # -- binding to an optimizer ------------------------------------------------------
 
-    def _bind(self, opt: DessiLBI) -> None:
+    @staticmethod
+    def _layout(opt: DessiLBI) -> list[_Layer]:
+        """The coupled layers of ``opt`` and their places in the flat vectors."""
         if not isinstance(opt, torch.optim.Optimizer) or not hasattr(opt, "gamma"):
             raise UserError(
                 f"SupportTracker needs a DessiLBI optimizer, got {type(opt).__name__}; "
@@ -123,12 +125,15 @@ class SupportTracker:
                 f"SupportTracker: coupled parameters live on several devices ({devices}); "
                 "move the model to one device before creating the tracker"
             )
+        return layers
+
+    def _bind(self, opt: DessiLBI, layers: list[_Layer]) -> None:
         if self._hook is not None:
             self._hook.remove()
         self._opt = opt
         self._layers = layers
         self._by_name = {lay.name: lay for lay in layers}
-        self._total = offset
+        self._total = layers[-1].offset + layers[-1].numel
         self._device = layers[0].param.device
         self._support = torch.zeros(self._total, dtype=torch.bool, device=self._device)
         self._make_views()
@@ -160,7 +165,7 @@ class SupportTracker:
         is re-read from the new optimizer's Γ (zeros for a fresh optimizer).
         """
         old_layers = self._by_name
-        old_es, old_ee = self._entry_step, self._entry_epoch
+        layers = self._layout(opt)
         keep = dict(keep or {})
         unknown = sorted(k for k in keep if k not in old_layers)
         if unknown:
@@ -168,33 +173,37 @@ class SupportTracker:
                 f"SupportTracker.rebind: keep names unknown layers {unknown}; "
                 f"use names from tracker.layers: {sorted(old_layers)}"
             )
-        self._bind(opt)
-        es = torch.full((self._total,), -1, dtype=torch.long, device=self._device)
+        device = layers[0].param.device
+        total = layers[-1].offset + layers[-1].numel
+        es = torch.full((total,), -1, dtype=torch.long, device=device)
         ee = torch.full_like(es, -1)
-        for lay in self._layers:
+        for lay in layers:
             old = old_layers.get(lay.name)
-            if old is None:
-                continue
-            src_es = _view(old_es, old).to(self._device)
-            src_ee = _view(old_ee, old).to(self._device)
-            idx = keep.pop(lay.name, None)
+            if old is None or len(old.shape) != len(lay.shape):
+                continue  # a new layer (or one whose structure changed): all groups new
+            src_es = _view(self._entry_step, old).to(device)
+            src_ee = _view(self._entry_epoch, old).to(device)
+            idx = keep.get(lay.name)
             if idx is not None:
-                idx = torch.as_tensor(idx, dtype=torch.long).to(self._device)
-                bad = idx.numel() > lay.shape[0] or (
-                    idx.numel() > 0 and bool((idx < 0).any() | (idx >= old.shape[0]).any())
+                idx = torch.as_tensor(idx).to(device)
+                ok = (
+                    idx.ndim == 1
+                    and not idx.is_floating_point()
+                    and idx.numel() <= lay.shape[0]
+                    and bool(((idx >= 0) & (idx < old.shape[0])).all())  # a host sync, once
                 )
-                if idx.ndim != 1 or bad:
+                if not ok:
                     raise UserError(
-                        f"SupportTracker.rebind: keep[{lay.name!r}] must be a 1-D index "
-                        f"into the {old.shape[0]} old rows with at most {lay.shape[0]} "
+                        f"SupportTracker.rebind: keep[{lay.name!r}] must be a 1-D integer "
+                        f"index into the {old.shape[0]} old rows with at most {lay.shape[0]} "
                         "entries (the new layer's rows)"
                     )
-                src_es, src_ee = src_es.index_select(0, idx), src_ee.index_select(0, idx)
-            common = tuple(
-                slice(0, min(a, b)) for a, b in zip(src_es.shape, lay.shape, strict=True)
-            )
+                src_es = src_es.index_select(0, idx.long())
+                src_ee = src_ee.index_select(0, idx.long())
+            common = tuple(slice(0, min(a, b)) for a, b in zip(src_es.shape, lay.shape))
             _view(es, lay)[common] = src_es[common]
             _view(ee, lay)[common] = src_ee[common]
+        self._bind(opt, layers)
         self._entry_step, self._entry_epoch = es, ee
         self._refresh(stamp=False)
 

@@ -21,6 +21,7 @@ from grownet.data import (
     make_loaders,
     read_cifar_batch,
     read_idx,
+    shift,
     stratified_split,
 )
 from grownet.data.formats import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC
@@ -55,7 +56,7 @@ def test_mnist5k_shapes_and_stratification(mnist5k):
     assert DATASETS[0] == "mnist5k"
     assert ds.x_train.shape == (4000, 1, 28, 28) and ds.x_test.shape == (1000, 1, 28, 28)
     assert ds.x_train.dtype == torch.float32 and ds.y_train.dtype == torch.int64
-    assert ds.in_shape == (1, 28, 28) and ds.num_classes == 10 and ds.augment == "none"
+    assert ds.in_shape == (1, 28, 28) and ds.num_classes == 10 and ds.augment == "shift"
     assert torch.bincount(ds.y_train).tolist() == [400] * 10
     assert torch.bincount(ds.y_test).tolist() == [100] * 10
     # the raw rows are sorted by label; the split must not be
@@ -406,6 +407,24 @@ def test_crop_flip_windows_and_flips():
                for a, b in zip(flips_only, x))
 
 
+def test_shift_moves_without_flipping_and_replicates_edges():
+    n, c, h, w, pad = 30, 1, 6, 6, 2
+    x = torch.arange(n * c * h * w, dtype=torch.float32).reshape(n, c, h, w)
+    out = shift(x, torch.Generator().manual_seed(0), pad=pad)
+    xp = F.pad(x, (pad,) * 4, mode="replicate")
+    moved = 0
+    for i in range(n):
+        offsets = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
+                   if torch.equal(out[i], xp[i, :, dy:dy + h, dx:dx + w])]
+        assert offsets, "each image is a window of the edge-replicated image, never mirrored"
+        moved += offsets[0] != (pad, pad)
+    assert moved > 15
+    loader = DeviceLoader(x, torch.zeros(n, dtype=torch.long), 10, augment="shift", seed=0)
+    first = torch.cat([xb for xb, _ in loader])
+    loader.set_epoch(0)
+    assert torch.equal(first, torch.cat([xb for xb, _ in loader]))
+
+
 def test_loader_crop_flip_is_deterministic():
     x = torch.randn(30, 3, 32, 32)
     y = torch.arange(30)
@@ -434,7 +453,8 @@ def test_loader_rejects_bad_arguments():
         DeviceLoader(x, y[:3], 2)
     with pytest.raises(UserError, match="batch_size"):
         DeviceLoader(x, y, 0)
-    with pytest.raises(UserError, match="unknown augment 'cutout'; use one of none, crop-flip"):
+    with pytest.raises(UserError,
+                       match="unknown augment 'cutout'; use one of none, crop-flip, shift"):
         DeviceLoader(x, y, 2, augment="cutout")
     with pytest.raises(UserError, match="crop-flip needs N×C×H×W"):
         DeviceLoader(x.flatten(1), y, 2, augment="crop-flip")

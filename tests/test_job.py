@@ -209,6 +209,42 @@ def test_config_file_is_rerunnable_and_flags_override(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text(cfg.to_toml())
     assert RunConfig.from_toml(path) == cfg
-    args = make_parser().parse_args(["grow", "--config", str(path), "--epochs", "5", "--finetune-epochs", "2"])
+    args = make_parser().parse_args(["grow", "--config", str(path), "--epochs", "5",
+                                     "--finetune-epochs", "2"])
     resolved = resolve_config(args, "grow", ALL_FLAGS)
     assert resolved.tau == 0.6 and resolved.epochs == 5 and resolved.finetune_epochs == 2
+
+
+def test_initialisation_is_carried_through_growth(grown, tiny_start):
+    from grownet.train.loop import seed_everything
+
+    run = grown.run.path
+    init = load_file(str(run / "init" / "model.safetensors"))
+    final = load_file(str(run / "final" / "model.safetensors"))
+    assert {k for k in final if "running" not in k and "num_batches" not in k} == set(init)
+    seed_everything(0)  # the job's seed: rebuild the start exactly as the job built it
+    start = gn.build(gn.ArchSpec.from_json(Path(tiny_start).read_text()), init="kaiming")
+    w0 = start.s1_l0.weight.detach()
+    # the start's filters keep their initial values; filters added later have their own
+    assert torch.equal(init["s1_l0.weight"][: w0.shape[0], : w0.shape[1]], w0)
+    assert init["s1_l0.weight"].shape == final["s1_l0.weight"].shape
+    assert not torch.equal(init["s1_l0.weight"], final["s1_l0.weight"])
+
+
+def test_train_dst_logs_keep_ratios_and_slims(task, tmp_path):
+    cfg = RunConfig(command="train", arch="lenet5", method="dst", alpha=5e-3, lr=0.05,
+                    epochs=3, batch_size=64, seed=0)
+    result = start_job(cfg, tmp_path / "dst", quiet=True, dataset=task)
+    run = result.run.path
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert (metrics["sparsity"] > 0).all() and (metrics["sparsity"] < 1).all()
+    keep = pd.read_csv(run / "keep.csv")
+    assert set(keep["layer"]) == {"s1_l0", "s2_l0", "fc1", "fc2", "head"}
+    assert len(keep) == 5 * 3 and keep["keep_ratio"].between(0, 1).all()
+    slim = [e for e in result.events if e["kind"] == "dst-slim"]
+    assert len(slim) == 1 and slim[0]["after"]["params"] <= slim[0]["before"]["params"]
+    assert slim[0]["unstructured_sparsity"] == pytest.approx(metrics["sparsity"].iloc[-1],
+                                                             abs=1e-6)
+    spec, model = load_final_model(run)  # a dense model: no thresholds left
+    assert not any(k.endswith("threshold") for k in model.state_dict())
+    assert result.params == gn.count(spec).params == slim[0]["after"]["params"]

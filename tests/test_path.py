@@ -250,8 +250,10 @@ def test_rebind_carries_entries_by_row():
     assert tr_b.entry_steps("w").tolist() == [int(old_es[1]), int(old_es[0]), -1]
     with pytest.raises(UserError, match="unknown layers"):
         tr_b.rebind(toy_opt(narrow), keep={"nope": torch.tensor([0])})
-    with pytest.raises(UserError, match="1-D index"):
+    with pytest.raises(UserError, match="1-D integer index"):
         tr_b.rebind(toy_opt(narrow), keep={"w": torch.tensor([0, 1, 2, 5])})
+    # A refused rebind leaves the tracker as it was.
+    assert tr_b.entry_steps("w").tolist() == [int(old_es[1]), int(old_es[0]), -1]
 
 
 def test_rebind_element_layer_trailing_dims_and_new_layers():

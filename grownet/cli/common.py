@@ -17,6 +17,8 @@ TRAINING_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--device", "device", str, "auto (default), cpu or cuda"),
     ("--epochs", "epochs", int, "most epochs in all (grow: fine-tuning included)"),
     ("--batch-size", "batch_size", int, "training batch size (default 128)"),
+    ("--augment", "augment", str, "auto (default: shift for MNIST-like data, crop-flip for "
+     "CIFAR), none, shift, crop-flip"),
     ("--lr", "lr", float, "step size a (default 0.1)"),
     ("--momentum", "momentum", float, "momentum (default 0.9)"),
     ("--weight-decay", "weight_decay", float, "weight decay (default 0)"),

@@ -5,7 +5,7 @@
 >>> train, test = make_loaders(ds, batch_size=128, device="cpu", seed=0)
 """
 
-from grownet.data.batches import DeviceLoader, crop_flip, epoch_seed, make_loaders
+from grownet.data.batches import DeviceLoader, crop_flip, epoch_seed, make_loaders, shift
 from grownet.data.formats import read_cifar_batch, read_idx
 from grownet.data.sources import AUGMENTS, DATASETS, Dataset, load_dataset, stratified_split
 
@@ -20,5 +20,6 @@ __all__ = [
     "make_loaders",
     "read_cifar_batch",
     "read_idx",
+    "shift",
     "stratified_split",
 ]

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from grownet.data.sources import AUGMENTS, Dataset
 from grownet.errors import UserError
 
-__all__ = ["DeviceLoader", "crop_flip", "epoch_seed", "make_loaders"]
+__all__ = ["DeviceLoader", "crop_flip", "epoch_seed", "make_loaders", "shift"]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -31,7 +31,14 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(state >> np.uint64(1))  # manual_seed wants a value that fits in int64
 
 
-def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+def shift(x: torch.Tensor, generator: torch.Generator, pad: int = 2) -> torch.Tensor:
+    """Random shifts of up to ``pad`` pixels each way, edges replicated (no flips: a
+    mirrored digit is another symbol). Batched like :func:`crop_flip`."""
+    return crop_flip(x, generator, pad=pad, flip=False, mode="replicate")
+
+
+def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True,
+              mode: str = "constant") -> torch.Tensor:
     """Random crop after zero padding, then random horizontal flip, for a whole batch at once.
 
     Each image is padded by ``pad`` zeros on every side and an H×W window at a random offset
@@ -45,7 +52,11 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torc
     generator : torch.Generator
         Source of the offsets and flips; must live on ``x.device``.
     pad : int
-        Zero padding, the largest shift.
+        Padding, the largest shift.
+    flip : bool
+        Mirror half of the windows left-right (``False``: shifts only).
+    mode : str
+        ``F.pad`` mode: ``"constant"`` (zeros) or ``"replicate"`` (edge pixels).
 
     Returns
     -------
@@ -56,11 +67,13 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torc
     dev = x.device
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
-    flip = torch.randint(0, 2, (b,), generator=generator, device=dev).bool()
-    xp = F.pad(x, (pad, pad, pad, pad))
+    flips = torch.randint(0, 2, (b,), generator=generator, device=dev).bool()
+    if not flip:
+        flips = torch.zeros_like(flips)
+    xp = F.pad(x, (pad, pad, pad, pad), mode=mode)
     cols = torch.arange(w, device=dev)
     rows = dy[:, None] + torch.arange(h, device=dev)                     # B×H
-    cols = dx[:, None] + torch.where(flip[:, None], w - 1 - cols, cols)  # B×W
+    cols = dx[:, None] + torch.where(flips[:, None], w - 1 - cols, cols)  # B×W
     # gather rows, then columns: index tensors stay B×C×H×(W+2p) / B×C×H×W views (expand)
     xr = xp.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * pad))
     return xr.gather(3, cols[:, None, None, :].expand(b, c, h, w))
@@ -123,7 +136,7 @@ class DeviceLoader:
         if augment not in AUGMENTS:
             raise UserError(f"DeviceLoader: unknown augment {augment!r}; use one of "
                             f"{', '.join(AUGMENTS)}")
-        if augment == "crop-flip" and x.dim() != 4:
+        if augment != "none" and x.dim() != 4:
             raise UserError(f"DeviceLoader: crop-flip needs N×C×H×W images, got shape "
                             f"{tuple(x.shape)}; use augment='none'")
         epoch_seed(seed, 0)  # validates the seed now rather than at the first epoch
@@ -166,6 +179,8 @@ class DeviceLoader:
                 xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
             if self.augment == "crop-flip":
                 xb = crop_flip(xb, gen)
+            elif self.augment == "shift":
+                xb = shift(xb, gen)
             yield xb, yb
 
     def __repr__(self) -> str:

@@ -37,6 +37,7 @@ class RunConfig:
     device: str = "auto"
     epochs: int = 30  # grow: the most epochs in all, fine-tuning included
     batch_size: int = 128
+    augment: str = "auto"  # auto: the dataset's own (shift for MNIST-like, crop-flip CIFAR)
     start: str = "seed"  # grow: the narrow start preset
     arch: str = "lenet5"  # train: the fixed backbone preset
     method: str = "dessilbi"  # train: sgd | dessilbi | dst (grow always uses dessilbi)
@@ -74,6 +75,8 @@ class RunConfig:
         need(self.command in ("grow", "train"), "command", "use 'grow' or 'train'")
         need(self.epochs >= 1, "epochs", "must be >= 1")
         need(self.batch_size >= 1, "batch_size", "must be >= 1")
+        need(self.augment in ("auto", "none", "shift", "crop-flip"), "augment",
+             "use auto, none, shift or crop-flip")
         need(self.method in METHODS, "method", f"use one of {', '.join(METHODS)}")
         need(self.schedule in SCHEDULES, "schedule", f"use one of {', '.join(SCHEDULES)}")
         need(self.widen_init in WIDEN_INITS, "widen_init", f"use one of {WIDEN_INITS}")

@@ -155,6 +155,16 @@ class RunDir:
         return folder
 
 
+    def save_initial(self, spec: ArchSpec, params: dict[str, torch.Tensor]) -> Path:
+        """``init/model.safetensors``: each parameter's value when it was created (the
+        lottery procedure retrains from it)."""
+        from safetensors.torch import save
+
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in params.items()}
+        return atomic_write_bytes(self.path / "init" / "model.safetensors",
+                                  save(tensors, metadata={"arch": spec.to_json(indent=None)}))
+
+
 def load_spec(path: str | Path) -> ArchSpec:
     path = Path(path)
     if not path.is_file():

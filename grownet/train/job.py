@@ -9,6 +9,7 @@ where its last finished epoch left it and ends exactly as an uninterrupted run w
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 
+from grownet import dst
 from grownet.cost import count
 from grownet.data import Dataset, load_dataset, make_loaders
 from grownet.errors import UserError
@@ -26,6 +28,7 @@ from grownet.optim import DessiLBI, lam_for_entry, lbi_param_groups
 from grownet.path import SupportTracker
 from grownet.runs import RunConfig, RunDir, load_spec
 from grownet.spec import ArchSpec, preset
+from grownet.train.initial import carry_initial, initial_parameters
 from grownet.train.loop import (
     evaluate,
     resolve_device,
@@ -94,15 +97,19 @@ class Job:
     """One run of ``grow`` or ``train`` (see the module docstring)."""
 
     def __init__(self, cfg: RunConfig, run: RunDir | None = None, quiet: bool = False,
-                 dataset: Dataset | None = None):
+                 dataset: Dataset | None = None,
+                 weights: dict[str, torch.Tensor] | None = None):
         self.cfg = cfg.validate()
         self.quiet = quiet
         self.device = resolve_device(cfg.device)
         self.data = dataset or load_dataset(cfg.data, root=cfg.data_root or None,
                                             seed=cfg.seed)
+        if cfg.augment != "auto":
+            self.data = dataclasses.replace(self.data, augment=cfg.augment)
         self.train_loader, self.test_loader = make_loaders(self.data, cfg.batch_size,
                                                            self.device, cfg.seed)
         self.spec = start_spec(cfg.start if cfg.command == "grow" else cfg.arch, self.data)
+        self.weights = weights  # start from these instead of a fresh init (prune retraining)
         self._check_budgets()
         self.run = run
         self.pos = Position(phase="grow" if cfg.command == "grow" else "train")
@@ -131,8 +138,9 @@ class Job:
         if cfg.command == "train" and cfg.method == "sgd":
             return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay)
-        if cfg.method == "dst" and cfg.command == "train":
-            raise UserError("--method dst is not available yet; use sgd or dessilbi")
+        if cfg.command == "train" and cfg.method == "dst":  # thresholds train with W (B5)
+            return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay)
         return DessiLBI(lbi_param_groups(model), lr=cfg.lr, kappa=cfg.kappa,
                         nu=cfg.nu, lam=self.pos.lam, momentum=cfg.momentum,
                         weight_decay=cfg.weight_decay)
@@ -140,7 +148,14 @@ class Job:
     def _start(self) -> None:
         cfg = self.cfg
         seed_everything(cfg.seed)
-        self.model = build(self.spec, init="kaiming").to(self.device)
+        # DST's thresholds start at 0 against PyTorch's default init (ALGORITHMS B4); the
+        # growth example's N(0, 0.01) linears would be masked away at once.
+        self.model = build(self.spec, init="default" if self.dst else "kaiming")
+        if self.weights is not None:
+            self.model.load_state_dict(self.weights)
+        self.initial = initial_parameters(self.model)
+        self._convert_dst()
+        self.model.to(self.device)
         # Paced for a filter of norm 1, not the init's typical norm: a wide net's small
         # init would otherwise get a tiny λ, and every filter would enter at once.
         self.pos.lam = cfg.lam or lam_for_entry(cfg.entry_epochs, len(self.train_loader),
@@ -148,6 +163,20 @@ class Job:
         self._wire(self._optimizer(self.model))
         if self.pos.phase == "train":
             self.pos.phase_epochs = cfg.epochs
+
+    @property
+    def dst(self) -> bool:
+        return self.cfg.command == "train" and self.cfg.method == "dst"
+
+    def _convert_dst(self) -> None:
+        if self.dst:
+            dst.convert(self.model)
+
+    def _extra_loss(self):
+        if not self.dst:
+            return None
+        alpha = self.cfg.alpha
+        return lambda model: dst.sparsity_loss(model, alpha)
 
     def _wire(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
@@ -180,7 +209,7 @@ class Job:
         self.train_loader.set_epoch(pos.epoch)
         t0 = time.perf_counter()
         tr = train_epoch(self.model, self.train_loader, self.optimizer, self.device,
-                         desc=f"epoch {pos.epoch + 1}")
+                         desc=f"epoch {pos.epoch + 1}", extra_loss=self._extra_loss())
         te = evaluate(self.model, self.test_loader, self.device)
         pos.wall += time.perf_counter() - t0
         pos.step += len(self.train_loader)
@@ -190,11 +219,17 @@ class Job:
         ratios = self.tracker.ratios() if self.tracker else {}
         if self.tracker:
             self.tracker.end_epoch(pos.epoch)
+        if self.dst:  # DST: the keep ratio plays the selection ratio's part
+            ratios = dst.keep_ratios(self.model)
+            for layer, keep in ratios.items():
+                self.run.append_row("keep.csv", {"epoch": pos.epoch, "layer": layer,
+                                                 "keep_ratio": round(keep, 6)})
         stage = self.grower.stage if self.grower else 0
         row = {"stage": stage, "epoch": pos.epoch, "step": pos.step, "phase": pos.phase,
                "lr": lr, "train_loss": tr.loss, "train_acc": tr.acc, "test_loss": te.loss,
                "test_acc": te.acc, "params": cost.params, "macs": cost.macs,
                "mean_ratio": sum(ratios.values()) / len(ratios) if ratios else 0.0,
+               "sparsity": dst.overall_sparsity(self.model) if self.dst else 0.0,
                "train_macs": pos.train_macs, "time_s": round(pos.wall, 3)}
         self.run.append_row("metrics.csv", row)
         self._say(f"{pos.epoch + 1:>4} {stage:>5} {pos.phase:<8} {lr:8.4f} {tr.loss:8.4f} "
@@ -215,6 +250,7 @@ class Job:
         record = event.to_dict()
         self.run.log_event(record)
         if event.kind == "grow":
+            self.initial = carry_initial(self.initial, self.spec, event.spec, event.model)
             self.spec, self.model = event.spec, event.model
             self.optimizer = event.optimizer
             self.tracker = SupportTracker(self.optimizer)
@@ -252,6 +288,7 @@ class Job:
             "tracker": self.tracker.state_dict() if self.tracker else {},
             "grower": self.grower.state_dict() if self.grower else {},
             "position": self.pos.as_dict(),
+            "initial": self.initial,
             "rng": rng_state(),
         }
         self.run.save_checkpoint(state)
@@ -261,8 +298,11 @@ class Job:
         try:
             self.spec = ArchSpec.from_json(state["spec"])
             self.pos = Position(**state["position"])
-            self.model = build(self.spec).to(self.device)
+            self.model = build(self.spec)
+            self._convert_dst()
+            self.model.to(self.device)
             self.model.load_state_dict(state["model"])
+            self.initial = state["initial"]
             self._wire(self._optimizer(self.model))
             self.optimizer.load_state_dict(state["optimizer"])
             if self.tracker:
@@ -277,17 +317,40 @@ class Job:
 
     # ------------------------------------------------------------------ finish
     def _finish(self) -> JobResult:
+        if self.dst:
+            self._slim_dst()
         te = evaluate(self.model, self.test_loader, self.device)
         ratios = self.tracker.ratios() if self.tracker else {}
         # epoch = epochs done: a resume cuts these rows if the finish was interrupted
         self._write_layers(ratios, epoch=self.pos.epoch)
         self.run.save_final(self.spec, self.model, extra={"test_acc": f"{te.acc:.6f}"})
+        if self.initial:
+            self.run.save_initial(self.spec, self.initial)
         self._checkpoint()
         cost = count(self.spec)
         result = JobResult(self.run, self.spec, te.acc, cost.params, cost.macs,
                            self.pos.epoch, self.run.events())
-        self._say(summary(result, cost))
+        print(summary(result, cost), flush=True)  # the summary is printed even when quiet
         return result
+
+    def _slim_dst(self) -> None:
+        """Remove fully masked filters physically; report what sparsity remains."""
+        before = count(self.spec)
+        sparsity = dst.overall_sparsity(self.model)
+        spec, model = dst.slim_masked(self.spec, self.model.eval())
+        after = count(spec)
+        event = {"epoch": self.pos.epoch, "kind": "dst-slim", "reason": "fully masked "
+                 "filters removed", "before": {"params": before.params, "macs": before.macs},
+                 "after": {"params": after.params, "macs": after.macs},
+                 "unstructured_sparsity": round(sparsity, 6),
+                 "widths": {k: [before[k].out_ch, v] for k, v in spec.widths().items()}}
+        self.run.log_event(event)
+        self._say(f"DST: {sparsity * 100:.1f}% of masked weights are zero; removing fully "
+                  f"masked filters: params {before.params:,} → {after.params:,}, MACs "
+                  f"{before.macs:,} → {after.macs:,}. The remaining unstructured sparsity "
+                  "does not lower dense MACs.")
+        self.spec, self.model = spec, model
+        self.initial = {}  # the slimmed net has no initialisation of its own
 
     def _say(self, text: str, header: bool = False) -> None:
         if self.quiet:
@@ -307,9 +370,12 @@ def summary(result: JobResult, cost) -> str:
 
 
 def start_job(cfg: RunConfig, out: str | Path | None, quiet: bool = False,
-              dataset: Dataset | None = None) -> JobResult:
-    """Validate everything (data, presets, budgets) before writing anything, then run."""
-    job = Job(cfg, quiet=quiet, dataset=dataset)
+              dataset: Dataset | None = None,
+              weights: dict[str, torch.Tensor] | None = None) -> JobResult:
+    """Validate everything (data, presets, budgets) before writing anything, then run.
+
+    ``weights`` (a state dict of the start architecture) replaces the fresh init."""
+    job = Job(cfg, quiet=quiet, dataset=dataset, weights=weights)
     job.run = RunDir.create(out, cfg.command)
     return job.run_all()
 
@@ -317,9 +383,9 @@ def start_job(cfg: RunConfig, out: str | Path | None, quiet: bool = False,
 def resume_job(path: str | Path, quiet: bool = False) -> JobResult:
     run = RunDir.open(path)
     cfg = RunConfig.from_toml(run.path / "config.toml")
+    if (run.path / "final" / "model.safetensors").exists():  # written last, at the end
+        raise UserError(f"{run.path} has already finished; nothing to resume")
     state = run.load_checkpoint()
     job = Job(cfg, run=run, quiet=quiet)
     job.restore(state)
-    if (run.path / "final" / "model.safetensors").exists() and job._finished():
-        raise UserError(f"{run.path} has already finished; nothing to resume")
     return job.run_all()
