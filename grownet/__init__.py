@@ -3,14 +3,22 @@
 The names users import live here; everything else may move.
 """
 
+from grownet import dst
 from grownet.cost import ComputeMeter, CostTable, count, latency, training_compute
 from grownet.data import DATASETS, Dataset, DeviceLoader, load_dataset, make_loaders
 from grownet.errors import UserError
 from grownet.graph import arch_graph, draw_graph, save_graph
 from grownet.grow import Grower, GrowthEvent, GrowthPolicy
 from grownet.nets import GrowNet, build
-from grownet.optim import DessiLBI, lbi_param_groups, nu_for_entry, typical_filter_norm
+from grownet.optim import (
+    DessiLBI,
+    lam_for_entry,
+    lbi_param_groups,
+    nu_for_entry,
+    typical_filter_norm,
+)
 from grownet.path import SupportTracker
+from grownet.prune import Selection, by_percent, prune_run, slim_network, ticket
 from grownet.spec import PRESETS, ArchSpec, Block, Layer, SpecError, Stage
 from grownet.surgery import deepen, plan, slim, transplant, widen
 
@@ -20,6 +28,7 @@ __all__ = [
     "SpecError", "Stage", "SupportTracker", "UserError", "arch_graph", "build", "count",
     "deepen", "draw_graph", "latency", "lbi_param_groups", "load_dataset", "make_loaders",
     "nu_for_entry", "plan", "save_graph", "slim", "training_compute", "transplant",
-    "typical_filter_norm", "widen",
+    "typical_filter_norm", "widen", "Selection", "by_percent", "prune_run", "slim_network",
+    "ticket", "dst", "lam_for_entry",
 ]
 __version__ = "0.1.0"

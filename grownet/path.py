@@ -154,7 +154,8 @@ class SupportTracker:
             The new optimizer. Its layers are matched to the old ones by name.
         keep
             ``{layer: LongTensor}``: for a layer, the old row indices that the new
-            rows ``0..len-1`` continue, in new order. Layers not listed keep their
+            rows ``0..len-1`` continue, in new order, ``-1`` for a new row (the form of
+            :attr:`grownet.surgery.Change.out_maps`). Layers not listed keep their
             leading rows (``new[:n] = old[:n]``), as width surgery copies weights
             into leading slices. For element layers trailing dimensions are matched
             by leading slice too. Groups without an old counterpart start at ``-1``.
@@ -190,16 +191,18 @@ class SupportTracker:
                     idx.ndim == 1
                     and not idx.is_floating_point()
                     and idx.numel() <= lay.shape[0]
-                    and bool(((idx >= 0) & (idx < old.shape[0])).all())  # a host sync, once
+                    and bool(((idx >= -1) & (idx < old.shape[0])).all())  # a host sync, once
                 )
                 if not ok:
                     raise UserError(
                         f"SupportTracker.rebind: keep[{lay.name!r}] must be a 1-D integer "
-                        f"index into the {old.shape[0]} old rows with at most {lay.shape[0]} "
-                        "entries (the new layer's rows)"
+                        f"index into the {old.shape[0]} old rows (-1 for a new row) with at "
+                        f"most {lay.shape[0]} entries (the new layer's rows)"
                     )
-                src_es = src_es.index_select(0, idx.long())
-                src_ee = src_ee.index_select(0, idx.long())
+                # -1 marks a row that growth created: it has no entry yet
+                new_row = (idx < 0).view((-1,) + (1,) * (src_es.ndim - 1))
+                src_es = src_es.index_select(0, idx.long().clamp(min=0)).masked_fill(new_row, -1)
+                src_ee = src_ee.index_select(0, idx.long().clamp(min=0)).masked_fill(new_row, -1)
             common = tuple(slice(0, min(a, b)) for a, b in zip(src_es.shape, lay.shape))
             _view(es, lay)[common] = src_es[common]
             _view(ee, lay)[common] = src_ee[common]

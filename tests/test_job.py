@@ -27,7 +27,7 @@ from grownet.train.loop import evaluate
 # Real 8x8 digits: a width-2 start squeezes them through 8 features; growth must widen.
 IN_SHAPE = (1, 8, 8)
 FAST = {"epochs": 14, "batch_size": 64, "epochs_per_stage": 2, "finetune_epochs": 2,
-        "entry_epochs": 3.0, "max_width": 48}
+        "entry_epochs": 3.0, "max_width": 48, "warmup_epochs": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -248,3 +248,11 @@ def test_train_dst_logs_keep_ratios_and_slims(task, tmp_path):
     spec, model = load_final_model(run)  # a dense model: no thresholds left
     assert not any(k.endswith("threshold") for k in model.state_dict())
     assert result.params == gn.count(spec).params == slim[0]["after"]["params"]
+
+
+def test_tracker_history_spans_every_stage(grown):
+    state = torch.load(grown.run.path / "checkpoints" / "last.pt", weights_only=True)
+    epochs = [rec["epoch"] for rec in state["tracker"]["history"]]
+    assert epochs == list(range(grown.epochs))  # one record per epoch, across growth
+    shapes = {tuple(tuple(s) for s in rec["shapes"]) for rec in state["tracker"]["history"]}
+    assert len(shapes) == len([e for e in grown.events if e["kind"] == "grow"]) + 1

@@ -308,3 +308,21 @@ def test_bad_optimizers_raise_user_error():
     tr = SupportTracker(DessiLBI([{"params": [w], "structure": "filter"}], lr=0.1))
     with pytest.raises(UserError, match="no layer named"):
         tr.entry_steps("nope")
+
+
+def test_rebind_marks_new_rows_with_minus_one():
+    torch.manual_seed(0)
+    lin = nn.Linear(3, 4)
+    opt = DessiLBI([{"params": [lin.weight], "structure": "filter", "names": ["fc.weight"]}],
+                   lr=0.1, nu=1.0, lam=1e-3)
+    tracker = SupportTracker(opt)
+    lin(torch.randn(2, 3)).sum().backward()
+    opt.step()
+    tracker.end_epoch(0)
+    assert (tracker.entry_steps("fc") == 1).all()
+    wide = nn.Linear(3, 6)
+    new_opt = DessiLBI([{"params": [wide.weight], "structure": "filter",
+                         "names": ["fc.weight"]}], lr=0.1, nu=1.0, lam=1e-3)
+    tracker.rebind(new_opt, keep={"fc": torch.tensor([2, -1, 0, 1, -1, 3])})
+    assert tracker.entry_steps("fc").tolist() == [1, -1, 1, 1, -1, 1]
+    assert tracker.entry_epochs("fc").tolist() == [0, -1, 0, 0, -1, 0]

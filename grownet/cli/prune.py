@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "prune", help="a winning ticket / slimmed net from a run, with optional retraining",
         description="Cut a run's final network down to the filters Γ selected by an epoch "
-        "(a winning ticket) or to the best (100-P)%% by prune order, remove the rest "
+        "(a winning ticket) or to the best (100-P)% by prune order, remove the rest "
         "physically, and optionally retrain it with SGD.",
         epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", metavar="RUN", help="a finished grow (or train --method dessilbi) "

@@ -3,6 +3,8 @@ its own run directory, optionally retrained (fine-tuning or the lottery procedur
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -249,7 +251,9 @@ def _retrain(dest: RunDir, cfg: RunConfig, slimmed: GrowNet, initial: GrowNet | 
                      batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
                      weight_decay=cfg.weight_decay, augment=cfg.augment, device=cfg.device,
                      seed=cfg.seed if seed is None else seed)
-    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG as it was
+    # The job prints its summary even when quiet; prune's quiet means nothing at all.
+    mute = contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
+    with torch.random.fork_rng(devices=[]), mute:  # leave the caller's RNG as it was
         result = start_job(rcfg, dest.path / "retrain", quiet=quiet, dataset=data,
                            weights=weights)
     return result.test_acc

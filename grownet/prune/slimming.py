@@ -27,7 +27,7 @@ the same function.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -155,7 +155,7 @@ def constrain(spec: ArchSpec, keep: KeepLike,
     for key in members:  # rule 3
         if not sets[key]:
             add_best(key, "nothing selected: kept its best filter")
-    _shortcut_rules(spec, shapes, sets, notes, width, add_best)
+    _shortcut_rules(spec, shapes, sets, notes, add_best)
     sel = _selection(members, sets, notes)
     try:
         slim(spec, sel)
@@ -170,7 +170,7 @@ def constrain(spec: ArchSpec, keep: KeepLike,
 
 
 def _shortcut_rules(spec: ArchSpec, shapes: list[LayerShape], sets: dict[str, set[int]],
-                    notes: dict[str, str], width: dict[str, int], add_best) -> None:
+                    notes: dict[str, str], add_best: Callable[[str, str], bool]) -> None:
     """Rules 4 and 5, repeated until nothing changes (sets only grow, so it ends)."""
     if spec.family != "residual":
         return

@@ -51,6 +51,7 @@ class RunConfig:
     entry_epochs: float = 3.0  # epochs after which a filter of norm 1 enters Γ
     alpha: float = 5e-4  # DST sparsity strength
     schedule: str = "cosine"  # lr schedule of train and of grow's fine-tuning
+    warmup_epochs: float = 1.0  # linear lr warm-up, per step, at the start of a run
     # growth
     tau: float = 0.8
     epochs_per_stage: int = 3
@@ -88,6 +89,7 @@ class RunConfig:
         need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         need(self.entry_epochs > 0, "entry_epochs", "must be > 0")
         need(self.alpha >= 0, "alpha", "must be >= 0")
+        need(self.warmup_epochs >= 0, "warmup_epochs", "must be >= 0")
         need(0 < self.tau <= 1, "tau", "must lie in (0, 1]")
         need(self.epochs_per_stage >= 1, "epochs_per_stage", "must be >= 1")
         need(self.grow_num >= 1, "grow_num", "must be >= 1")

@@ -204,12 +204,22 @@ class Job:
     def _epoch(self) -> None:
         cfg, pos = self.cfg, self.pos
         lr = lr_at(cfg, pos)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        warmup_steps = round(cfg.warmup_epochs * len(self.train_loader))
+        step = pos.step
+
+        def set_lr() -> None:  # per step: linear warm-up, then the epoch's lr
+            nonlocal step
+            value = lr * min(1.0, (step + 1) / warmup_steps) if step < warmup_steps else lr
+            for group in self.optimizer.param_groups:
+                group["lr"] = value
+            step += 1
+
+        set_lr()
         self.train_loader.set_epoch(pos.epoch)
         t0 = time.perf_counter()
         tr = train_epoch(self.model, self.train_loader, self.optimizer, self.device,
-                         desc=f"epoch {pos.epoch + 1}", extra_loss=self._extra_loss())
+                         desc=f"epoch {pos.epoch + 1}", extra_loss=self._extra_loss(),
+                         after_step=set_lr if pos.step < warmup_steps else None)
         te = evaluate(self.model, self.test_loader, self.device)
         pos.wall += time.perf_counter() - t0
         pos.step += len(self.train_loader)
@@ -253,7 +263,11 @@ class Job:
             self.initial = carry_initial(self.initial, self.spec, event.spec, event.model)
             self.spec, self.model = event.spec, event.model
             self.optimizer = event.optimizer
-            self.tracker = SupportTracker(self.optimizer)
+            # one tracker for the whole run: entry steps/epochs and the per-epoch support
+            # history follow the filters through the channel maps of the growth step
+            self.tracker.rebind(self.optimizer, keep={
+                k: torch.tensor(v) for k, v in self.grower.last_change.out_maps.items()
+                if k in self.tracker.layers})
             self._save_stage(self.grower.stage)
             self._say(f"     grow → stage {self.grower.stage}: {event.reason}")
         else:
