@@ -8,8 +8,8 @@ integrates ``(W - Γ)/ν``. Groups with ``structure="none"`` get plain SGD with
 momentum and learning rate ``lr * kappa``.
 
 Also here: :func:`lbi_param_groups` (how a model's parameters are split into
-coupled and plain groups), and the pacing helpers :func:`nu_for_entry` and
-:func:`typical_filter_norm`. ``docs/optim.md`` has the user-facing guide.
+coupled and plain groups), and the pacing helpers :func:`nu_for_entry`,
+:func:`lam_for_entry` and :func:`typical_filter_norm`. ``docs/optim.md`` has the user-facing guide.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from grownet.errors import UserError
 __all__ = [
     "STRUCTURES",
     "DessiLBI",
+    "lam_for_entry",
     "lbi_param_groups",
     "nu_for_entry",
     "typical_filter_norm",
@@ -719,9 +720,14 @@ def lam_for_entry(
     small ``ν`` would also act as strong shrinkage on every unselected filter; this is
     what ``grownet grow`` uses (docs/optim.md).
     """
-    k_star = target_epoch * steps_per_epoch
-    for key, val in (("target_epoch", target_epoch), ("steps_per_epoch", steps_per_epoch),
-                     ("lr", lr), ("nu", nu), ("typical_norm", typical_norm)):
+    for key, val in (
+        ("target_epoch", target_epoch),
+        ("steps_per_epoch", steps_per_epoch),
+        ("lr", lr),
+        ("nu", nu),
+        ("typical_norm", typical_norm),
+    ):
         if isinstance(val, bool) or not isinstance(val, (int, float)) or not val > 0:
             raise UserError(f"lam_for_entry: {key}={val!r} is invalid; pass a number > 0")
-    return float(lr) * float(typical_norm) * float(k_star) / float(nu)
+    k_star = float(target_epoch) * float(steps_per_epoch)
+    return float(lr) * float(typical_norm) * k_star / float(nu)

@@ -21,7 +21,7 @@ from torch import Tensor
 from grownet.errors import UserError
 from grownet.optim import DessiLBI
 
-__all__ = ["SupportTracker"]
+__all__ = ["NEVER_EPOCH", "SupportTracker"]
 
 _STATE_VERSION = 1
 #: Entry epoch the reference prune order (ALGORITHMS A7) gives never-selected groups.
@@ -187,6 +187,8 @@ class SupportTracker:
             idx = keep.get(lay.name)
             if idx is not None:
                 idx = torch.as_tensor(idx).to(device)
+                if idx.numel() == 0:
+                    idx = idx.long()  # torch.tensor(()) is a float tensor
                 ok = (
                     idx.ndim == 1
                     and not idx.is_floating_point()

@@ -27,7 +27,7 @@ from grownet.train.loop import evaluate
 # Real 8x8 digits: a width-2 start squeezes them through 8 features; growth must widen.
 IN_SHAPE = (1, 8, 8)
 FAST = {"epochs": 14, "batch_size": 64, "epochs_per_stage": 2, "finetune_epochs": 2,
-        "entry_epochs": 3.0, "max_width": 48, "warmup_epochs": 0.0}
+        "entry_epochs": 3.0, "max_width": 48}
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from grownet.errors import UserError
-from grownet.optim import DessiLBI, lbi_param_groups, nu_for_entry, typical_filter_norm
+from grownet.optim import (
+    DessiLBI,
+    lam_for_entry,
+    lbi_param_groups,
+    nu_for_entry,
+    typical_filter_norm,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -653,6 +659,22 @@ def test_nu_for_entry_paces_the_toy():
     assert abs(entered[0] - 4 * spe) <= 0.1 * 4 * spe
     with pytest.raises(UserError, match="steps_per_epoch"):
         nu_for_entry(1, 0, 0.1)
+
+
+def test_lam_for_entry_paces_the_toy_at_fixed_nu():
+    a, spe, nu = 0.1, 50, 100.0
+    lam = lam_for_entry(target_epoch=3, steps_per_epoch=spe, lr=a, nu=nu, typical_norm=2.0)
+    assert lam == pytest.approx(a * 2.0 * 3 * spe / nu)
+    # Consistent with nu_for_entry: either one solves k* = lam*nu/(a*||W||) = 3*spe.
+    assert nu_for_entry(3, spe, a, typical_norm=2.0, lam=lam) == pytest.approx(nu)
+    w_star, w = quadratic_toy([2.0])
+    opt = DessiLBI([{"params": [w], "structure": "filter"}], lr=a, nu=nu, lam=lam, momentum=0.0)
+    entered = []
+    run_toy(w, w_star, opt, 5 * spe,
+            lambda k: entered.append(k) if opt.support(w)[0] and not entered else None)  # fmt: skip
+    assert abs(entered[0] - 3 * spe) <= 0.1 * 3 * spe
+    with pytest.raises(UserError, match="nu"):
+        lam_for_entry(1, 10, 0.1, nu=0.0)
 
 
 def test_typical_filter_norm_is_median_row_norm():

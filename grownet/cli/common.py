@@ -28,7 +28,8 @@ TRAINING_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--entry-epochs", "entry_epochs", float, "epochs after which a filter of norm 1 "
      "enters Γ's support; paces lambda (default 3)"),
     ("--schedule", "schedule", str, "lr schedule: cosine (default), step, constant"),
-    ("--warmup-epochs", "warmup_epochs", float, "linear lr warm-up at the start (default 1)"),
+    ("--warmup-epochs", "warmup_epochs", float, "linear lr warm-up at the start "
+     "(default: 1 for train, 0 for grow)"),
 )
 
 

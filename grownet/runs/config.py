@@ -51,7 +51,10 @@ class RunConfig:
     entry_epochs: float = 3.0  # epochs after which a filter of norm 1 enters Γ
     alpha: float = 5e-4  # DST sparsity strength
     schedule: str = "cosine"  # lr schedule of train and of grow's fine-tuning
-    warmup_epochs: float = 1.0  # linear lr warm-up, per step, at the start of a run
+    # linear lr warm-up, per step, at the start of a run; -1: 1 epoch for train (a wide
+    # fixed net can diverge in its first steps at lr 0.1), none for grow (the narrow start
+    # is stable, and the path's pace assumes a constant lr)
+    warmup_epochs: float = -1.0
     # growth
     tau: float = 0.8
     epochs_per_stage: int = 3
@@ -89,7 +92,8 @@ class RunConfig:
         need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         need(self.entry_epochs > 0, "entry_epochs", "must be > 0")
         need(self.alpha >= 0, "alpha", "must be >= 0")
-        need(self.warmup_epochs >= 0, "warmup_epochs", "must be >= 0")
+        need(self.warmup_epochs >= 0 or self.warmup_epochs == -1, "warmup_epochs",
+             "must be >= 0 (or -1: 1 for train, 0 for grow)")
         need(0 < self.tau <= 1, "tau", "must lie in (0, 1]")
         need(self.epochs_per_stage >= 1, "epochs_per_stage", "must be >= 1")
         need(self.grow_num >= 1, "grow_num", "must be >= 1")
@@ -102,6 +106,13 @@ class RunConfig:
         need(0 <= self.finetune_epochs < self.epochs or self.command == "train",
              "finetune_epochs", "must be >= 0 and smaller than epochs")
         return self
+
+    @property
+    def warmup(self) -> float:
+        """Warm-up epochs in force (``warmup_epochs`` with -1 resolved)."""
+        if self.warmup_epochs >= 0:
+            return self.warmup_epochs
+        return 1.0 if self.command == "train" else 0.0
 
     # --------------------------------------------------------------- (de)serialise
     def to_toml(self) -> str:

@@ -204,7 +204,7 @@ class Job:
     def _epoch(self) -> None:
         cfg, pos = self.cfg, self.pos
         lr = lr_at(cfg, pos)
-        warmup_steps = round(cfg.warmup_epochs * len(self.train_loader))
+        warmup_steps = round(cfg.warmup * len(self.train_loader))
         step = pos.step
 
         def set_lr() -> None:  # per step: linear warm-up, then the epoch's lr
