@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
 from matplotlib.path import Path as MplPath
 
-from grownet.graph.files import _atomic_write
+from grownet.runs.files import atomic_write
 
 __all__ = ["draw_graph"]
 
@@ -244,7 +244,7 @@ def draw_graph(graph: nx.DiGraph, path: str | os.PathLike[str] | None = None,
     if path is not None:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(target, lambda fh: fig.savefig(fh, format="png", dpi=dpi))
+        atomic_write(target, lambda fh: fig.savefig(fh, format="png", dpi=dpi))
     return fig
 
 

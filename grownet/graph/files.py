@@ -9,13 +9,13 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import networkx as nx
 import numpy as np
+
+from grownet.runs.files import atomic_write
 
 GRAPHML_NAME = "graph.graphml"
 JSON_NAME = "graph.json"
@@ -50,20 +50,6 @@ def _node_link_kwargs() -> dict[str, str]:
     return {"edges": "edges"} if "edges" in params else {}
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write via a temp file in the same directory, then rename: never a half file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_graph(graph: nx.DiGraph, directory: str | os.PathLike[str]) -> dict[str, Path]:
     """Write ``graph.graphml`` and ``graph.json`` into ``directory`` (created if missing).
 
@@ -92,10 +78,10 @@ def save_graph(graph: nx.DiGraph, directory: str | os.PathLike[str]) -> dict[str
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"graphml": directory / GRAPHML_NAME, "json": directory / JSON_NAME}
     ready = _graphml_ready(graph)
-    _atomic_write(paths["graphml"], lambda fh: nx.write_graphml(ready, fh))
+    atomic_write(paths["graphml"], lambda fh: nx.write_graphml(ready, fh))
     data = nx.node_link_data(graph, **_node_link_kwargs())
     text = json.dumps(data, indent=1, default=_json_default) + "\n"
-    _atomic_write(paths["json"], lambda fh: fh.write(text.encode("utf-8")))
+    atomic_write(paths["json"], lambda fh: fh.write(text.encode("utf-8")))
     return paths
 
 

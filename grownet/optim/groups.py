@@ -1,0 +1,106 @@
+"""How a model's parameters split into coupled and plain DessiLBI groups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from grownet.errors import UserError
+from grownet.optim.common import STRUCTURES
+
+
+def _layer_name(name: str) -> str:
+    return name.removesuffix(".weight")
+
+
+def lbi_param_groups(
+    model: nn.Module, hidden_linear: str = "filter"
+) -> list[dict[str, Any]]:
+    """Split a model's parameters into the DessiLBI groups that growth needs.
+
+    Rule:
+
+    * ``structure="filter"``: the 4-D weight of every ``nn.Conv2d`` (one group
+      per output filter ``W[o, :, :, :]``) and the weight of every hidden
+      ``nn.Linear`` (one group per output neuron ``W[o, :]``).
+    * ``structure="none"`` (plain SGD): everything else: the classifier's weight,
+      every bias, BatchNorm weights and any parameter of other module types.
+
+    The classifier is the module named by ``model.classifier_name`` if the model
+    has that attribute, else the last ``nn.Linear`` in ``model.modules()`` order.
+    Groups carry ``names`` from ``model.named_parameters()``; the support tracker
+    uses ``name`` minus a trailing ``".weight"`` as the layer name. Empty groups are
+    left out; otherwise the order is ``[filter, none]``.
+
+    Parameters
+    ----------
+    model
+        The network.
+    hidden_linear
+        ``"filter"`` (default, neuron-wise groups) or ``"element"`` (plain lasso,
+        as the reference code does for every 2-D weight).
+
+    Returns
+    -------
+    list of dict
+        Parameter groups for :class:`DessiLBI`.
+    """
+    if hidden_linear not in ("filter", "element"):
+        raise UserError(
+            f"lbi_param_groups: hidden_linear={hidden_linear!r} is invalid; "
+            "use 'filter' (neuron-wise) or 'element' (lasso)"
+        )
+    modules = dict(model.named_modules())
+    classifier: nn.Module | None
+    if hasattr(model, "classifier_name"):
+        cname = model.classifier_name
+        if cname not in modules:
+            raise UserError(
+                f"lbi_param_groups: model.classifier_name={cname!r} names no submodule; "
+                "set it to the name of the output layer as in model.named_modules()"
+            )
+        classifier = modules[cname]
+    else:
+        linears = [m for m in modules.values() if isinstance(m, nn.Linear)]
+        classifier = linears[-1] if linears else None
+
+    kind: dict[int, str] = {}  # id(weight) -> structure of coupled weights
+    for mod in modules.values():
+        w = getattr(mod, "weight", None)
+        if not isinstance(w, nn.Parameter) or mod is classifier:
+            continue
+        if isinstance(mod, nn.Conv2d) and w.ndim == 4:
+            kind[id(w)] = "filter"
+        elif isinstance(mod, nn.Linear) and w.ndim == 2:
+            kind[id(w)] = hidden_linear
+    groups: dict[str, dict[str, Any]] = {}
+    for name, p in model.named_parameters():
+        st = kind.get(id(p), "none")
+        grp = groups.setdefault(st, {"params": [], "names": [], "structure": st})
+        grp["params"].append(p)
+        grp["names"].append(name)
+    return [groups[s] for s in STRUCTURES if s in groups]
+
+
+def typical_filter_norm(model: nn.Module) -> float:
+    """Median row norm ``||W[o]||`` over the filter-wise coupled weights of ``model``.
+
+    The coupled weights are those :func:`lbi_param_groups` puts in the
+    ``"filter"`` group (conv filters and hidden linear neurons). Call it at
+    initialisation and pass the result to :func:`nu_for_entry`.
+    """
+    norms = [
+        torch.linalg.vector_norm(p.detach().flatten(1).float(), dim=1).cpu()
+        for g in lbi_param_groups(model)
+        if g["structure"] == "filter"
+        for p in g["params"]
+        if p.ndim > 1
+    ]
+    if not norms:
+        raise UserError(
+            "typical_filter_norm: the model has no conv or hidden linear weights; "
+            "pass typical_norm to nu_for_entry yourself"
+        )
+    return float(torch.cat(norms).median())
