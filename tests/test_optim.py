@@ -21,15 +21,6 @@ from grownet.optim import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: OpenMP threads only add stalls when the machine is busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(params=[True, False], ids=["fused", "foreach"])
 def fused(request, monkeypatch):
     """Run a test through torch's fused SGD kernel and through the plain foreach path."""

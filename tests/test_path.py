@@ -14,16 +14,6 @@ from grownet.errors import UserError
 from grownet.optim import DessiLBI, lbi_param_groups
 from grownet.path import SupportTracker
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: OpenMP threads only add stalls when the machine is busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 NORMS = [4.0, 2.0, 1.0, 0.5]
 A, NU, LAM = 0.1, 100.0, 1.0
 

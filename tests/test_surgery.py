@@ -11,13 +11,6 @@ from grownet.surgery import deepen, plan, slim, transplant, widen
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one thread avoids oversubscription stalls on shared CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _spec_b() -> ArchSpec:

@@ -73,6 +73,16 @@ class MaskedLayer(nn.Module):
     weight: nn.Parameter
     threshold: nn.Parameter
 
+    # Listed first among the bases, so these wrap nn.Conv2d's / nn.Linear's own.
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._make_threshold()
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()  # type: ignore[misc]
+        if "threshold" in self._parameters:  # the layer's __init__ calls this before it exists
+            nn.init.zeros_(self.threshold)
+
     def _make_threshold(self) -> None:
         w = self.weight
         self.threshold = nn.Parameter(torch.zeros(w.shape[0], device=w.device, dtype=w.dtype))
@@ -120,21 +130,12 @@ class MaskedLayer(nn.Module):
         return w * step_long_tail(abs_w - _rows(self.threshold, w.ndim))
 
 
-class MaskedConv2d(nn.Conv2d, MaskedLayer):
+class MaskedConv2d(MaskedLayer, nn.Conv2d):
     """``nn.Conv2d`` whose weight is masked by a trainable per-filter threshold.
 
     Takes the arguments of ``nn.Conv2d``; adds ``threshold`` (shape ``(out_channels,)``,
     initialised to 0 so that the layer starts dense). See :mod:`grownet.dst`.
     """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._make_threshold()
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-        if "threshold" in self._parameters:  # nn.Conv2d.__init__ calls this before it exists
-            nn.init.zeros_(self.threshold)
 
     def forward(self, x: Tensor) -> Tensor:
         return self._conv_forward(x, self.masked_weight(), self.bias)
@@ -152,21 +153,12 @@ class MaskedConv2d(nn.Conv2d, MaskedLayer):
         return new.train(conv.training)
 
 
-class MaskedLinear(nn.Linear, MaskedLayer):
+class MaskedLinear(MaskedLayer, nn.Linear):
     """``nn.Linear`` whose weight is masked by a trainable per-neuron threshold.
 
     Takes the arguments of ``nn.Linear``; adds ``threshold`` (shape ``(out_features,)``,
     initialised to 0 so that the layer starts dense). See :mod:`grownet.dst`.
     """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._make_threshold()
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-        if "threshold" in self._parameters:  # nn.Linear.__init__ calls this before it exists
-            nn.init.zeros_(self.threshold)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.masked_weight(), self.bias)

@@ -185,9 +185,7 @@ class Grower:
             changes.append(record)
         if pol.depth:
             spec = self._propose_depth(spec, units, sat_ids, changes)
-        applied = [c for c in changes if c.get("applied", c["op"] == "widen" and
-                                               c["new"] > c["old"])]
-        if not applied:
+        if not any(_applied(c) for c in changes):
             return self._stop(epoch, "saturated layers cannot grow within the budgets",
                               ratios)
         return self._apply(epoch, spec, changes, before)
@@ -214,7 +212,8 @@ class Grower:
     def _propose_depth(self, spec: ArchSpec, units: list[Unit], sat_ids: set[str],
                        changes: list[dict[str, Any]]) -> ArchSpec:
         pol = self.policy
-        capped = {c["layer"] for c in changes if c["new"] >= pol.max_width}
+        capped = {c["layer"] for c in changes if c["op"] == "widen" and
+                  c["new"] >= pol.max_width}
         for stage in spec.stages:
             members = [u for u in units if u.stage == stage.id]
             all_sat = bool(members) and all(u.id in sat_ids for u in members)
@@ -229,12 +228,11 @@ class Grower:
             if not self._within_budget(candidate):
                 changes.append({"op": "deepen", "stage": stage.id, "applied": False,
                                 "reason": why, "note": "skipped: exceeds the params/MACs "
-                                "budget", "old": 0, "new": 0})
+                                "budget"})
                 continue
             new_ids = sorted(set(candidate.layer_ids()) - set(spec.layer_ids()))
             changes.append({"op": "deepen", "stage": stage.id, "applied": True,
-                            "reason": why, "inserted": new_ids, "position": position,
-                            "old": 0, "new": 0})
+                            "reason": why, "inserted": new_ids, "position": position})
             self.streak[stage.id] = 0
             spec = candidate
         return spec
@@ -277,6 +275,13 @@ class Grower:
 def _cost(spec: ArchSpec) -> dict[str, int]:
     c = count(spec)
     return {"params": int(c.params), "macs": int(c.macs)}
+
+
+def _applied(change: dict[str, Any]) -> bool:
+    """Whether a proposed change took effect: a widening that grew, an inserted layer."""
+    if change["op"] == "widen":
+        return change["new"] > change["old"]
+    return bool(change.get("applied"))
 
 
 def _rounded(ratios: dict[str, float]) -> dict[str, float]:

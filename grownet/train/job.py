@@ -10,16 +10,15 @@ where its last finished epoch left it and ends exactly as an uninterrupted run w
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from grownet import dst
-from grownet.cost import count
+from grownet.cost import count, training_compute
 from grownet.data import Dataset, load_dataset, make_loaders
 from grownet.errors import UserError
 from grownet.grow import Grower, GrowthPolicy
@@ -37,6 +36,8 @@ from grownet.train.loop import (
     set_rng_state,
     train_epoch,
 )
+from grownet.train.result import JobResult, summary
+from grownet.train.schedule import lr_at, warmed_up
 
 
 @dataclass
@@ -49,23 +50,11 @@ class Position:
     phase_start: int = 0  # first epoch of the phase
     phase_epochs: int = 0  # length of the phase (finetune / train)
     lam: float = 0.0  # DessiLBI's lambda, fixed at the start (paced or given)
-    best_acc: float = 0.0
     train_macs: float = 0.0  # training compute so far, in MACs (3 x MACs x samples)
     wall: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-@dataclass
-class JobResult:
-    run: RunDir
-    spec: ArchSpec
-    test_acc: float
-    params: int
-    macs: int
-    epochs: int
-    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 def start_spec(name: str, data: Dataset) -> ArchSpec:
@@ -79,18 +68,6 @@ def start_spec(name: str, data: Dataset) -> ArchSpec:
                         f"classes, but {data.name} has {tuple(data.in_shape)} and "
                         f"{data.num_classes}; use a matching arch.json or a preset")
     return spec
-
-
-def lr_at(cfg: RunConfig, pos: Position) -> float:
-    """The lr of the next epoch: constant while growing, then the schedule."""
-    if pos.phase == "grow":
-        return cfg.lr
-    k, n = pos.epoch - pos.phase_start, max(pos.phase_epochs, 1)
-    if cfg.schedule == "cosine":
-        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * k / n))
-    if cfg.schedule == "step":  # x0.1 at 1/2 and 3/4 of the phase
-        return cfg.lr * (0.1 ** ((k >= n // 2) + (k >= (3 * n) // 4)))
-    return cfg.lr
 
 
 class Job:
@@ -203,15 +180,14 @@ class Job:
 
     def _epoch(self) -> None:
         cfg, pos = self.cfg, self.pos
-        lr = lr_at(cfg, pos)
+        lr = lr_at(cfg, pos.phase, pos.epoch, pos.phase_start, pos.phase_epochs)
         warmup_steps = round(cfg.warmup * len(self.train_loader))
         step = pos.step
 
-        def set_lr() -> None:  # per step: linear warm-up, then the epoch's lr
+        def set_lr() -> None:  # per step while warming up; once per epoch after that
             nonlocal step
-            value = lr * min(1.0, (step + 1) / warmup_steps) if step < warmup_steps else lr
             for group in self.optimizer.param_groups:
-                group["lr"] = value
+                group["lr"] = warmed_up(lr, step, warmup_steps)
             step += 1
 
         set_lr()
@@ -224,8 +200,7 @@ class Job:
         pos.wall += time.perf_counter() - t0
         pos.step += len(self.train_loader)
         cost = count(self.spec)
-        pos.train_macs += 3.0 * cost.macs * tr.samples
-        pos.best_acc = max(pos.best_acc, te.acc)
+        pos.train_macs += training_compute(cost.macs, tr.samples)
         ratios = self.tracker.ratios() if self.tracker else {}
         if self.tracker:
             self.tracker.end_epoch(pos.epoch)
@@ -372,15 +347,6 @@ class Job:
         if header:
             print("epoch stage phase          lr     loss  test%    params  ratio")
         print(text, flush=True)
-
-
-def summary(result: JobResult, cost) -> str:
-    widths = ", ".join(f"{k}={v}" for k, v in result.spec.widths().items())
-    return (f"\nfinal architecture ({result.spec.family}): {widths}\n"
-            f"params {result.params:,}  MACs {result.macs:,}  test accuracy "
-            f"{result.test_acc * 100:.2f}%  epochs {result.epochs}\n"
-            f"{cost.format_table()}\n"
-            f"run directory: {result.run.path}")
 
 
 def start_job(cfg: RunConfig, out: str | Path | None, quiet: bool = False,

@@ -1,4 +1,4 @@
-"""The support tracker: which groups of Γ are selected, since when, layer by layer.
+"""The support tracker itself: which groups of Γ are selected, since when, layer by layer.
 
 :class:`SupportTracker` follows a :class:`~grownet.optim.DessiLBI` optimizer along its
 regularisation path. After every optimizer step (a step post-hook) it reads Γ and
@@ -11,38 +11,20 @@ epoch. Nothing synchronises with the device until a caller reads a result.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
 import torch
 from torch import Tensor
 
 from grownet.errors import UserError
 from grownet.optim import DessiLBI
-
-__all__ = ["NEVER_EPOCH", "SupportTracker"]
+from grownet.path.layout import LayerSlot, layer_name, view
+from grownet.path.readers import HistoryReadout
 
 _STATE_VERSION = 1
-#: Entry epoch the reference prune order (ALGORITHMS A7) gives never-selected groups.
-NEVER_EPOCH = 2000
 
 
-@dataclass(frozen=True)
-class _Layer:
-    name: str
-    param: Tensor
-    structure: str  # "filter" or "element"
-    shape: tuple[int, ...]  # support shape: (out,) for filter, param shape for element
-    offset: int
-    numel: int
-
-
-def _layer_name(name: str) -> str:
-    return name.removesuffix(".weight")
-
-
-class SupportTracker:
+class SupportTracker(HistoryReadout):
     """Γ's support per layer of a :class:`~grownet.optim.DessiLBI` run, kept on the device.
 
     Layers are the optimizer's coupled parameters (groups with ``structure``
@@ -81,14 +63,14 @@ class SupportTracker:
     # -- binding to an optimizer ------------------------------------------------------
 
     @staticmethod
-    def _layout(opt: DessiLBI) -> list[_Layer]:
+    def _layout(opt: DessiLBI) -> list[LayerSlot]:
         """The coupled layers of ``opt`` and their places in the flat vectors."""
         if not isinstance(opt, torch.optim.Optimizer) or not hasattr(opt, "gamma"):
             raise UserError(
                 f"SupportTracker needs a DessiLBI optimizer, got {type(opt).__name__}; "
                 "build one with grownet.DessiLBI(grownet.lbi_param_groups(model), lr=...)"
             )
-        layers: list[_Layer] = []
+        layers: list[LayerSlot] = []
         offset = 0
         index = 0
         seen: set[str] = set()
@@ -99,7 +81,7 @@ class SupportTracker:
                 if group["structure"] == "none" or p.ndim == 0:
                     continue
                 full = names[i] if names is not None else f"param{index - 1}"
-                name = _layer_name(full)
+                name = layer_name(full)
                 if name in seen:
                     name = full
                 if name in seen:
@@ -112,7 +94,7 @@ class SupportTracker:
                 n = 1
                 for s in shape:
                     n *= s
-                layers.append(_Layer(name, p, group["structure"], shape, offset, n))
+                layers.append(LayerSlot(name, p, group["structure"], shape, offset, n))
                 offset += n
         if not layers:
             raise UserError(
@@ -127,7 +109,7 @@ class SupportTracker:
             )
         return layers
 
-    def _bind(self, opt: DessiLBI, layers: list[_Layer]) -> None:
+    def _bind(self, opt: DessiLBI, layers: list[LayerSlot]) -> None:
         if self._hook is not None:
             self._hook.remove()
         self._opt = opt
@@ -182,8 +164,8 @@ class SupportTracker:
             old = old_layers.get(lay.name)
             if old is None or len(old.shape) != len(lay.shape):
                 continue  # a new layer (or one whose structure changed): all groups new
-            src_es = _view(self._entry_step, old).to(device)
-            src_ee = _view(self._entry_epoch, old).to(device)
+            src_es = view(self._entry_step, old).to(device)
+            src_ee = view(self._entry_epoch, old).to(device)
             idx = keep.get(lay.name)
             if idx is not None:
                 idx = torch.as_tensor(idx).to(device)
@@ -206,8 +188,8 @@ class SupportTracker:
                 src_es = src_es.index_select(0, idx.long().clamp(min=0)).masked_fill(new_row, -1)
                 src_ee = src_ee.index_select(0, idx.long().clamp(min=0)).masked_fill(new_row, -1)
             common = tuple(slice(0, min(a, b)) for a, b in zip(src_es.shape, lay.shape))
-            _view(es, lay)[common] = src_es[common]
-            _view(ee, lay)[common] = src_ee[common]
+            view(es, lay)[common] = src_es[common]
+            view(ee, lay)[common] = src_ee[common]
         self._bind(opt, layers)
         self._entry_step, self._entry_epoch = es, ee
         self._refresh(stamp=False)
@@ -297,7 +279,7 @@ class SupportTracker:
         """Optimizer steps seen by this tracker."""
         return self._step
 
-    def _layer(self, layer: str) -> _Layer:
+    def _layer(self, layer: str) -> LayerSlot:
         lay = self._by_name.get(layer)
         if lay is None:
             raise UserError(
@@ -312,16 +294,16 @@ class SupportTracker:
         """
         self._refresh(stamp=True)
         if layer is not None:
-            return _view(self._support, self._layer(layer)).clone()
-        return {lay.name: _view(self._support, lay).clone() for lay in self._layers}
+            return view(self._support, self._layer(layer)).clone()
+        return {lay.name: view(self._support, lay).clone() for lay in self._layers}
 
     def entry_steps(self, layer: str) -> Tensor:
         """Entry step per group of ``layer`` (``-1`` = never), on the device."""
-        return _view(self._entry_step, self._layer(layer)).clone()
+        return view(self._entry_step, self._layer(layer)).clone()
 
     def entry_epochs(self, layer: str) -> Tensor:
         """Entry epoch per group of ``layer`` (``-1`` = never), on the device."""
-        return _view(self._entry_epoch, self._layer(layer)).clone()
+        return view(self._entry_epoch, self._layer(layer)).clone()
 
     def ratios(self) -> dict[str, float]:
         """Current selection ratio per layer, as host floats (one device sync)."""
@@ -331,102 +313,6 @@ class SupportTracker:
             [sup[lay.offset : lay.offset + lay.numel].sum() for lay in self._layers]
         ).tolist()
         return {lay.name: c / lay.numel for lay, c in zip(self._layers, counts)}
-
-    def history(self) -> pd.DataFrame:
-        """One row per layer per :meth:`end_epoch` call.
-
-        Returns
-        -------
-        pandas.DataFrame
-            Columns ``step, epoch, layer, selected, total, ratio``; ``selected`` and
-            ``total`` count rows (filter layers) or elements (element layers).
-        """
-        cols = ["step", "epoch", "layer", "selected", "total", "ratio"]
-        if not self._history:
-            return pd.DataFrame(columns=cols)
-        sums = []
-        for rec in self._history:
-            off = 0
-            for shape in rec["shapes"]:
-                n = _numel(shape)
-                sums.append(rec["support"][off : off + n].sum())
-                off += n
-        counts = torch.stack(sums).tolist()  # one sync for the whole history
-        rows = []
-        k = 0
-        for rec in self._history:
-            for name, shape in zip(rec["layers"], rec["shapes"]):
-                n = _numel(shape)
-                rows.append((rec["step"], rec["epoch"], name, counts[k], n, counts[k] / n))
-                k += 1
-        return pd.DataFrame(rows, columns=cols)
-
-    def support_at(self, epoch: int) -> dict[str, Tensor]:
-        """The support recorded by ``end_epoch(epoch)`` (the last such call).
-
-        Returns
-        -------
-        dict
-            ``{layer: bool tensor}`` with the layer shapes of that time.
-        """
-        for rec in reversed(self._history):
-            if rec["epoch"] == epoch:
-                out = {}
-                off = 0
-                for name, shape in zip(rec["layers"], rec["shapes"]):
-                    n = _numel(shape)
-                    out[name] = rec["support"][off : off + n].view(shape).clone()
-                    off += n
-                return out
-        known = sorted({rec["epoch"] for rec in self._history})
-        raise UserError(
-            f"SupportTracker: no support recorded for epoch {epoch}; recorded epochs: "
-            f"{known or 'none (call tracker.end_epoch(epoch) after each epoch)'}"
-        )
-
-    def _group_norms(self, lay: _Layer) -> Tensor:
-        w = lay.param.detach()
-        if lay.structure == "filter" and w.ndim > 1:
-            return torch.linalg.vector_norm(w.flatten(1).float(), dim=1)
-        return w.abs().float().flatten()
-
-    def entry_order(self, layer: str) -> Tensor:
-        """Groups of ``layer`` ranked by entry: first in first, ties by larger ``||W_g||``.
-
-        Never-entered groups come last (also ordered by norm).
-
-        Returns
-        -------
-        Tensor
-            Long tensor of group indices (rows for filter layers, flat element
-            indices for element layers), on the device.
-        """
-        lay = self._layer(layer)
-        es = _view(self._entry_step, lay).flatten()
-        key = torch.where(es < 0, torch.iinfo(torch.long).max, es)
-        by_norm = torch.argsort(self._group_norms(lay), descending=True, stable=True)
-        return by_norm[torch.argsort(key[by_norm], stable=True)]
-
-    def prune_order(self, layer: str) -> Tensor:
-        """The reference prune order (ALGORITHMS A7): higher = more important.
-
-        ``order_g = ||W_g|| - entry_epoch_g`` with never-entered groups at epoch
-        2000; ``||W_g||`` is the row norm for filter layers and ``|W_ij|`` for element
-        layers. Earlier entry dominates and the norm breaks ties (not strictly
-        lexicographic when norms exceed 1; :meth:`entry_order` is). Filter layers
-        use the epoch of the first entry at any step; the reference checks the
-        support only at epoch ends.
-
-        Returns
-        -------
-        Tensor
-            Float tensor shaped ``(out,)`` (filter) or like the weight (element).
-        """
-        lay = self._layer(layer)
-        ee = _view(self._entry_epoch, lay)
-        rec = torch.where(ee < 0, NEVER_EPOCH, ee).to(torch.float32)
-        return self._group_norms(lay).view(lay.shape) - rec
-
     # -- checkpoints ------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
@@ -463,14 +349,3 @@ class SupportTracker:
             for rec in state["history"]
         ]
         self._refresh(stamp=False)
-
-
-def _numel(shape: list[int] | tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
-
-
-def _view(flat: Tensor, lay: _Layer) -> Tensor:
-    return flat[lay.offset : lay.offset + lay.numel].view(lay.shape)
