@@ -256,3 +256,10 @@ def test_tracker_history_spans_every_stage(grown):
     assert epochs == list(range(grown.epochs))  # one record per epoch, across growth
     shapes = {tuple(tuple(s) for s in rec["shapes"]) for rec in state["tracker"]["history"]}
     assert len(shapes) == len([e for e in grown.events if e["kind"] == "grow"]) + 1
+
+
+def test_inspect_prints_selected_counts_as_integers(grown, capsys):
+    assert main(["inspect", str(grown.run.path), "--stage", "0"]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    selected = [line.split()[2] for line in rows if line.split()[:1] != ["head"] and line]
+    assert selected and all(v.isdigit() for v in selected)  # "8", never "8.0"

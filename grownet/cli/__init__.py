@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("grownet: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `grownet inspect RUN | head`: the reader left; not an error
+        sys.stderr.close()
+        return 0
 
 
 __all__ = ["COMMANDS", "main", "make_parser"]

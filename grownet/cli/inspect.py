@@ -27,7 +27,8 @@ def layer_table(run_path: str, stage: int | None = None):
     path = run.path / "layers.csv"
     if not path.is_file():
         raise UserError(f"{path} not found: the run has not finished a stage yet")
-    table = pd.read_csv(path)
+    # nullable ints: the classifier has no support, and a NaN would turn counts into floats
+    table = pd.read_csv(path, dtype={"selected": "Int64"})
     if stage is not None:
         if stage not in set(table["stage"]):
             raise UserError(f"stage {stage} is not in {path}; stages: "
