@@ -1,7 +1,7 @@
 """The run directory: what a training command leaves behind (see DESIGN.md).
 
 ```
-RUN/config.toml  metrics.csv  layers.csv  events.jsonl
+RUN/config.toml  metrics.csv  layers.csv  support.csv  events.jsonl
 RUN/stages/NNN/{arch.json, graph.graphml, graph.json, graph.png}
 RUN/checkpoints/last.pt       RUN/final/{arch.json, model.safetensors}
 ```
@@ -88,7 +88,7 @@ class RunDir:
     def truncate_logs(self, epochs_done: int) -> None:
         """Drop rows and events of epochs >= ``epochs_done`` (written after the
         checkpoint that a resume starts from)."""
-        for name in ("metrics.csv", "layers.csv"):
+        for name in ("metrics.csv", "layers.csv", "support.csv", "keep.csv"):
             path = self.path / name
             if not path.exists():
                 continue

@@ -204,6 +204,12 @@ class Job:
         ratios = self.tracker.ratios() if self.tracker else {}
         if self.tracker:
             self.tracker.end_epoch(pos.epoch)
+        widths = self.spec.widths()
+        for layer, ratio in ratios.items():  # the Γ path, epoch by epoch (report heatmap)
+            self.run.append_row("support.csv", {
+                "stage": self.grower.stage if self.grower else 0, "epoch": pos.epoch,
+                "layer": layer, "width": widths[layer],
+                "selected": round(ratio * widths[layer]), "ratio": round(ratio, 6)})
         if self.dst:  # DST: the keep ratio plays the selection ratio's part
             ratios = dst.keep_ratios(self.model)
             for layer, keep in ratios.items():
