@@ -30,6 +30,8 @@ TRAINING_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--schedule", "schedule", str, "lr schedule: cosine (default), step, constant"),
     ("--warmup-epochs", "warmup_epochs", float, "linear lr warm-up at the start "
      "(default: 1 for train, 0 for grow)"),
+    ("--compile", "compile", bool, "torch.compile the model (recompiled after each growth "
+     "step; pays off on GPUs for long runs)"),
 )
 
 
@@ -44,10 +46,11 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_flags(parser: argparse.ArgumentParser, flags: tuple) -> None:
     for flag, key, kind, text in flags:
+        names = flag.split("|")  # "--start|--from": one flag, two spellings
         if kind is bool:
-            parser.add_argument(flag, dest=key, action="store_const", const=True, help=text)
+            parser.add_argument(*names, dest=key, action="store_const", const=True, help=text)
         else:
-            parser.add_argument(flag, dest=key, type=kind, default=None, help=text)
+            parser.add_argument(*names, dest=key, type=kind, default=None, help=text)
 
 
 def resolve_config(args: argparse.Namespace, command: str, flags: tuple) -> RunConfig:

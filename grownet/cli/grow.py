@@ -7,8 +7,9 @@ import argparse
 from grownet.cli.common import TRAINING_FLAGS, add_flags, add_training_flags, resolve_config
 
 GROW_FLAGS = (
-    ("--start", "start", str, "narrow start preset (default seed; also vgg16-narrow, "
-     "resnet20-narrow, or any preset)"),
+    # --from: under torchrun, whose own parser mistakes --start for --start-method
+    ("--start|--from", "start", str, "narrow start preset or arch.json (default seed; also "
+     "vgg16-narrow, resnet20-narrow, or any preset); spell it --from under torchrun"),
     ("--tau", "tau", float, "saturation threshold in (0, 1] (default 0.8)"),
     ("--epochs-per-stage", "epochs_per_stage", int, "epochs between growth checks "
      "(default 3)"),
@@ -34,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "grow", help="grow a compact CNN from a narrow start (the main job)",
         description="Grow a compact CNN with DessiLBI: train, watch Γ's support, widen "
         "saturated layers and deepen saturated stages, then fine-tune.",
-        epilog="example: grownet grow --data digits --epochs 20 --out runs/digits-grow",
+        epilog="examples:\n  grownet grow --data digits --epochs 20 --out runs/digits-grow\n"
+        "  torchrun --nproc_per_node=2 -m grownet grow --from vgg16-narrow --data cifar10 "
+        "--data-root DATA   # data parallel, one process per GPU (gloo on CPU)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_flags(p)
     add_flags(p, GROW_FLAGS)

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from grownet.data.sources import AUGMENTS, Dataset
 from grownet.errors import UserError
 
-__all__ = ["DeviceLoader", "crop_flip", "epoch_seed", "make_loaders", "shift"]
+__all__ = ["DeviceLoader", "apply_crop_flip", "crop_flip", "draw_crop_flip", "epoch_seed",
+           "make_loaders", "shift"]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -63,13 +64,28 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: b
     torch.Tensor
         B×C×H×W augmented batch, a new tensor on ``x.device``.
     """
-    b, c, h, w = x.shape
-    dev = x.device
+    draws = draw_crop_flip(len(x), generator, pad, flip)
+    return apply_crop_flip(x, *draws, pad=pad, mode=mode)
+
+
+def draw_crop_flip(b: int, generator: torch.Generator, pad: int = 4, flip: bool = True
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The random part of :func:`crop_flip` for ``b`` images: offsets ``dy``, ``dx`` in
+    ``[0, 2*pad]`` and the flip flags, drawn in that order from ``generator``."""
+    dev = generator.device
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
     flips = torch.randint(0, 2, (b,), generator=generator, device=dev).bool()
     if not flip:
         flips = torch.zeros_like(flips)
+    return dy, dx, flips
+
+
+def apply_crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flips: torch.Tensor,
+                    pad: int = 4, mode: str = "constant") -> torch.Tensor:
+    """The deterministic part of :func:`crop_flip`: pad, then one gather per axis."""
+    b, c, h, w = x.shape
+    dev = x.device
     xp = F.pad(x, (pad, pad, pad, pad), mode=mode)
     cols = torch.arange(w, device=dev)
     rows = dy[:, None] + torch.arange(h, device=dev)                     # B×H
@@ -106,6 +122,14 @@ class DeviceLoader:
         Where the data and the batches live.
     seed : int
         With the epoch, fixes the order and the augmentation.
+    rank, world_size : int
+        Data-parallel shard: every process draws the same global batch (order and
+        augmentation) and keeps its own contiguous slice of it, so ``world_size``
+        processes together see exactly the batches of one process with the same
+        ``batch_size``. ``shard_weight`` of the last batch is ``local/global * world_size``
+        (scale a mean loss by it so that averaged gradients equal the global mean's; the
+        last batch can split unevenly). A global batch smaller than ``world_size`` is
+        dropped, as no shard may be empty.
 
     Examples
     --------
@@ -126,7 +150,11 @@ class DeviceLoader:
         augment: str = "none",
         device: str | torch.device = "cpu",
         seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        if not 0 <= rank < world_size:
+            raise UserError(f"DeviceLoader: rank {rank} is not in [0, world_size={world_size})")
         if len(x) != len(y):
             raise UserError(f"DeviceLoader: x has {len(x)} samples but y has {len(y)}; pass "
                             "inputs and labels of the same length")
@@ -149,6 +177,8 @@ class DeviceLoader:
         self.augment = augment
         self.seed = seed
         self.epoch = 0
+        self.rank, self.world_size = rank, world_size
+        self.shard_weight = 1.0
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter()`` produce the batches of ``epoch``."""
@@ -157,7 +187,9 @@ class DeviceLoader:
 
     def __len__(self) -> int:
         n, b = len(self.x), self.batch_size
-        return n // b if self.drop_last else -(-n // b)
+        if self.drop_last or 0 < n % b < self.world_size:
+            return n // b
+        return -(-n // b)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, self.epoch = self.epoch, self.epoch + 1
@@ -177,11 +209,26 @@ class DeviceLoader:
             else:
                 idx = order[lo:hi]
                 xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
-            if self.augment == "crop-flip":
-                xb = crop_flip(xb, gen)
-            elif self.augment == "shift":
-                xb = shift(xb, gen)
+            draws = None
+            if self.augment != "none":  # drawn for the global batch: shards stay in step
+                pad = 4 if self.augment == "crop-flip" else 2
+                draws = draw_crop_flip(hi - lo, gen, pad, flip=self.augment == "crop-flip")
+            if self.world_size > 1:
+                part = self._shard(hi - lo)
+                xb, yb = xb[part], yb[part]
+                if draws is not None:
+                    draws = tuple(d[part] for d in draws)
+                self.shard_weight = (part.stop - part.start) * self.world_size / (hi - lo)
+            if draws is not None:
+                mode = "constant" if self.augment == "crop-flip" else "replicate"
+                xb = apply_crop_flip(xb, *draws, pad=pad, mode=mode)
             yield xb, yb
+
+    def _shard(self, n: int) -> slice:
+        """This rank's contiguous part of a global batch of ``n`` (sizes differ by <= 1)."""
+        base, extra = divmod(n, self.world_size)
+        start = self.rank * base + min(self.rank, extra)
+        return slice(start, start + base + (self.rank < extra))
 
     def __repr__(self) -> str:
         return (f"DeviceLoader(n={len(self.x)}, batch_size={self.batch_size}, "
@@ -197,6 +244,8 @@ def make_loaders(
     seed: int = 0,
     test_batch_size: int | None = None,
     drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> tuple[DeviceLoader, DeviceLoader]:
     """Train and test loaders for a :class:`Dataset`.
 
@@ -217,6 +266,8 @@ def make_loaders(
         Test batch size; ``batch_size`` if not given.
     drop_last : bool
         Drop the last incomplete train batch (the test loader never drops).
+    rank, world_size : int
+        Data-parallel shard of both loaders (see :class:`DeviceLoader`).
 
     Returns
     -------
@@ -224,7 +275,9 @@ def make_loaders(
         ``(train_loader, test_loader)``.
     """
     train = DeviceLoader(ds.x_train, ds.y_train, batch_size, shuffle=True, drop_last=drop_last,
-                         augment=ds.augment, device=device, seed=seed)
+                         augment=ds.augment, device=device, seed=seed, rank=rank,
+                         world_size=world_size)
     test = DeviceLoader(ds.x_test, ds.y_test, test_batch_size or batch_size, shuffle=False,
-                        augment="none", device=device, seed=seed)
+                        augment="none", device=device, seed=seed, rank=rank,
+                        world_size=world_size)
     return train, test

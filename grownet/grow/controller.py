@@ -6,6 +6,10 @@ Growth as named steps (collect → propose → budget → apply):
 * ``propose``: widen saturated units, deepen stages that stay saturated;
 * ``budget``: clip or skip a proposal that would exceed ``max_params``/``max_macs``;
 * ``apply``: build the new spec, transplant weights and (by default) optimizer state.
+
+The first three make a :class:`Decision` (plain data, nothing changed yet); ``apply``
+enacts it. Under data parallelism only rank 0 decides, the decision is broadcast, and
+every rank enacts the same one (``decider`` and ``share`` of :class:`Grower`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,20 @@ class GrowthEvent:
         return {"epoch": self.epoch, "kind": self.kind, "reason": self.reason,
                 "stage": self.stage, "changes": self.changes, "before": self.before,
                 "after": self.after}
+
+
+@dataclass
+class Decision:
+    """What a check decided, before anything changed: picklable (it is what rank 0
+    broadcasts), so it holds the new spec and records, never modules or tensors."""
+
+    epoch: int
+    kind: str  # "grow" | "stop"
+    reason: str
+    changes: list[dict[str, Any]]
+    before: dict[str, int]
+    streak: dict[str, int]  # the depth rule's counters after this check
+    spec: ArchSpec | None = None  # the new spec (grow)
 
 
 @dataclass(frozen=True)
@@ -96,9 +114,13 @@ class Grower:
 
     def __init__(self, spec: ArchSpec, model: nn.Module, optimizer: torch.optim.Optimizer,
                  policy: GrowthPolicy | None = None,
-                 optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer] | None = None
-                 ) -> None:
+                 optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
+                 decider: bool = True,
+                 share: Callable[[Decision | None], Decision] | None = None) -> None:
         self.spec, self.model, self.optimizer = spec, model, optimizer
+        # data parallel: only the decider reads Γ and decides; ``share`` hands its
+        # decision to every rank (a broadcast from rank 0)
+        self.decider, self.share = decider, share
         self.policy = policy or GrowthPolicy()
         self.optimizer_factory = optimizer_factory or default_optimizer_factory(optimizer)
         self.stage = 0  # growth steps taken so far (stage 0 is the start)
@@ -130,12 +152,28 @@ class Grower:
     # ----------------------------------------------------------------- the step
     def step(self, epoch: int) -> GrowthEvent | None:
         """Check (when a stage's epochs are done) and grow; see the policy's rules."""
-        if self.done:
+        if self.done or not self.due(epoch):
             return None
+        decision = self.decide(epoch) if self.decider else None
+        if self.share is not None:
+            decision = self.share(decision)
+        if decision is None:
+            raise RuntimeError("Grower: no decision; a non-deciding grower needs share=")
+        return self.apply(decision)
+
+    def due(self, epoch: int) -> bool:
+        """Whether the end of ``epoch`` is a check (a stage's epochs done, or the budget)."""
         pol = self.policy
-        at_epoch_budget = pol.max_epochs is not None and epoch + 1 >= pol.max_epochs
-        if epoch + 1 - self.stage_start < pol.epochs_per_stage and not at_epoch_budget:
-            return None
+        return (epoch + 1 - self.stage_start >= pol.epochs_per_stage
+                or self._at_epoch_budget(epoch))
+
+    def _at_epoch_budget(self, epoch: int) -> bool:
+        return self.policy.max_epochs is not None and epoch + 1 >= self.policy.max_epochs
+
+    def decide(self, epoch: int) -> Decision:
+        """Collect, propose and budget: what :meth:`apply` would do now (nothing changes)."""
+        pol = self.policy
+        at_epoch_budget = self._at_epoch_budget(epoch)
         ratios = self.ratios()
         units = growable_units(self.spec)
         saturated = [u for u in units if self._unit_ratio(u, ratios) >= self._tau(u)]
@@ -156,16 +194,13 @@ class Grower:
     def _unit_ratio(unit: Unit, ratios: dict[str, float]) -> float:
         return max((ratios[m] for m in unit.members if m in ratios), default=0.0)
 
-    def _stop(self, epoch: int, reason: str, ratios: dict[str, float]) -> GrowthEvent:
-        self.done, self.stop_reason = True, reason
-        cost = _cost(self.spec)
-        return GrowthEvent(epoch, "stop", reason, self.spec, self.model, self.optimizer,
-                           before=cost, after=cost, stage=self.stage,
-                           changes=[{"op": "none", "ratios": _rounded(ratios)}])
+    def _stop(self, epoch: int, reason: str, ratios: dict[str, float]) -> Decision:
+        return Decision(epoch, "stop", reason, [{"op": "none", "ratios": _rounded(ratios)}],
+                        _cost(self.spec), dict(self.streak))
 
     # -------------------------------------------------------- propose + budget
     def _grow(self, epoch: int, units: list[Unit], saturated: list[Unit],
-              ratios: dict[str, float]) -> GrowthEvent:
+              ratios: dict[str, float]) -> Decision:
         pol, spec = self.policy, self.spec
         before = _cost(spec)
         changes: list[dict[str, Any]] = []
@@ -183,12 +218,15 @@ class Grower:
             if new_spec is not None:
                 spec = new_spec
             changes.append(record)
+        streak = dict(self.streak)
         if pol.depth:
-            spec = self._propose_depth(spec, units, sat_ids, changes)
+            spec = self._propose_depth(spec, units, sat_ids, changes, streak)
         if not any(_applied(c) for c in changes):
-            return self._stop(epoch, "saturated layers cannot grow within the budgets",
+            stop = self._stop(epoch, "saturated layers cannot grow within the budgets",
                               ratios)
-        return self._apply(epoch, spec, changes, before)
+            stop.streak = streak
+            return stop
+        return Decision(epoch, "grow", "", changes, before, streak, spec)
 
     def _fit(self, spec: ArchSpec, unit: Unit, target: int
              ) -> tuple[ArchSpec | None, int, str]:
@@ -210,19 +248,19 @@ class Grower:
                 and (pol.max_macs is None or c.macs <= pol.max_macs))
 
     def _propose_depth(self, spec: ArchSpec, units: list[Unit], sat_ids: set[str],
-                       changes: list[dict[str, Any]]) -> ArchSpec:
+                       changes: list[dict[str, Any]], streak: dict[str, int]) -> ArchSpec:
         pol = self.policy
         capped = {c["layer"] for c in changes if c["op"] == "widen" and
                   c["new"] >= pol.max_width}
         for stage in spec.stages:
             members = [u for u in units if u.stage == stage.id]
             all_sat = bool(members) and all(u.id in sat_ids for u in members)
-            self.streak[stage.id] = self.streak.get(stage.id, 0) + 1 if all_sat else 0
+            streak[stage.id] = streak.get(stage.id, 0) + 1 if all_sat else 0
             at_cap = any(u.id in capped for u in members)
-            if self.streak[stage.id] < pol.depth_patience and not at_cap:
+            if streak[stage.id] < pol.depth_patience and not at_cap:
                 continue
             why = ("a saturated layer is at max_width" if at_cap else
-                   f"all layers saturated at {self.streak[stage.id]} consecutive checks")
+                   f"all layers saturated at {streak[stage.id]} consecutive checks")
             position = len(stage.blocks) if stage.blocks else len(stage.layers)
             candidate = surgery.deepen(spec, stage.id, position)
             if not self._within_budget(candidate):
@@ -233,11 +271,22 @@ class Grower:
             new_ids = sorted(set(candidate.layer_ids()) - set(spec.layer_ids()))
             changes.append({"op": "deepen", "stage": stage.id, "applied": True,
                             "reason": why, "inserted": new_ids, "position": position})
-            self.streak[stage.id] = 0
+            streak[stage.id] = 0
             spec = candidate
         return spec
 
     # ------------------------------------------------------------------ apply
+    def apply(self, decision: Decision) -> GrowthEvent:
+        """Enact a decision of :meth:`decide` (on every rank, the same one)."""
+        self.streak = dict(decision.streak)
+        if decision.kind == "stop":
+            self.done, self.stop_reason = True, decision.reason
+            return GrowthEvent(decision.epoch, "stop", decision.reason, self.spec,
+                               self.model, self.optimizer, changes=decision.changes,
+                               before=decision.before, after=decision.before,
+                               stage=self.stage)
+        return self._apply(decision.epoch, decision.spec, decision.changes, decision.before)
+
     def _apply(self, epoch: int, new_spec: ArchSpec, changes: list[dict[str, Any]],
                before: dict[str, int]) -> GrowthEvent:
         change = surgery.plan(self.spec, new_spec)

@@ -69,6 +69,8 @@ class RunConfig:
     finetune_epochs: int = 6
     carry_state: bool = True  # carry V, Γ, momentum across growth (False: reset)
     widen_init: str = "zero"
+    # execution (results do not depend on these beyond float rounding)
+    compile: bool = False  # torch.compile the training forward; recompiled after growth
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> RunConfig:

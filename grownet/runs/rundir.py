@@ -54,6 +54,11 @@ class RunDir:
         return cls(path)
 
     @classmethod
+    def follower(cls, path: str | Path) -> RunDir:
+        """A read-only view for the ranks other than 0 (see :class:`FollowerRunDir`)."""
+        return FollowerRunDir(path)
+
+    @classmethod
     def open(cls, path: str | Path) -> RunDir:
         run = cls(path)
         if not (run.path / "config.toml").is_file():
@@ -163,6 +168,17 @@ class RunDir:
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in params.items()}
         return atomic_write_bytes(self.path / "init" / "model.safetensors",
                                   save(tensors, metadata={"arch": spec.to_json(indent=None)}))
+
+
+class FollowerRunDir(RunDir):
+    """The run directory as seen by a data-parallel rank other than 0: it reads the
+    same files, and every write is rank 0's alone (two writers would interleave rows)."""
+
+    def _skip(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    write_config = append_row = log_event = truncate_logs = _skip
+    save_stage = save_checkpoint = save_final = save_initial = _skip
 
 
 def load_spec(path: str | Path) -> ArchSpec:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,15 @@ import torch
 from grownet import dst
 from grownet.cost import count, training_compute
 from grownet.data import Dataset, load_dataset, make_loaders
+from grownet.dist import DistContext, context_from_env
 from grownet.errors import UserError
 from grownet.grow import Grower, GrowthPolicy
 from grownet.nets import build
 from grownet.optim import DessiLBI, lam_for_entry, lbi_param_groups
 from grownet.path import SupportTracker
-from grownet.runs import RunConfig, RunDir, load_spec
-from grownet.spec import ArchSpec, preset
+from grownet.runs import RunConfig, RunDir
+from grownet.spec import ArchSpec
+from grownet.train.dst_finish import slim_at_finish
 from grownet.train.initial import carry_initial, initial_parameters
 from grownet.train.loop import (
     evaluate,
@@ -36,38 +37,10 @@ from grownet.train.loop import (
     set_rng_state,
     train_epoch,
 )
+from grownet.train.position import Position, start_spec
 from grownet.train.result import JobResult, summary
+from grownet.train.runtime import Runtime
 from grownet.train.schedule import lr_at, warmed_up
-
-
-@dataclass
-class Position:
-    """Where a job stands; everything here is a primitive (checkpoint-safe)."""
-
-    epoch: int = 0  # epochs finished
-    step: int = 0
-    phase: str = "grow"  # grow | finetune | train
-    phase_start: int = 0  # first epoch of the phase
-    phase_epochs: int = 0  # length of the phase (finetune / train)
-    lam: float = 0.0  # DessiLBI's lambda, fixed at the start (paced or given)
-    train_macs: float = 0.0  # training compute so far, in MACs (3 x MACs x samples)
-    wall: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def start_spec(name: str, data: Dataset) -> ArchSpec:
-    """A preset adapted to the data, or an ``arch.json`` file (whose input shape and
-    classes must match the data)."""
-    if not name.endswith(".json"):
-        return preset(name, in_shape=data.in_shape, num_classes=data.num_classes)
-    spec = load_spec(name)
-    if spec.in_shape != tuple(data.in_shape) or spec.num_classes != data.num_classes:
-        raise UserError(f"{name} is for inputs {spec.in_shape} with {spec.num_classes} "
-                        f"classes, but {data.name} has {tuple(data.in_shape)} and "
-                        f"{data.num_classes}; use a matching arch.json or a preset")
-    return spec
 
 
 class Job:
@@ -75,16 +48,20 @@ class Job:
 
     def __init__(self, cfg: RunConfig, run: RunDir | None = None, quiet: bool = False,
                  dataset: Dataset | None = None,
-                 weights: dict[str, torch.Tensor] | None = None):
+                 weights: dict[str, torch.Tensor] | None = None,
+                 dist: DistContext | None = None):
         self.cfg = cfg.validate()
-        self.quiet = quiet
-        self.device = resolve_device(cfg.device)
+        self.dist = dist or DistContext(device=resolve_device(cfg.device))
+        self.quiet = quiet or not self.dist.is_main  # rank 0 alone prints
+        self.device = self.dist.device
+        self.runtime = Runtime(self.dist, compile=cfg.compile)
         self.data = dataset or load_dataset(cfg.data, root=cfg.data_root or None,
                                             seed=cfg.seed)
         if cfg.augment != "auto":
             self.data = dataclasses.replace(self.data, augment=cfg.augment)
-        self.train_loader, self.test_loader = make_loaders(self.data, cfg.batch_size,
-                                                           self.device, cfg.seed)
+        self.train_loader, self.test_loader = make_loaders(
+            self.data, cfg.batch_size, self.device, cfg.seed, rank=self.dist.rank,
+            world_size=self.dist.world_size)
         self.spec = start_spec(cfg.start if cfg.command == "grow" else cfg.arch, self.data)
         self.weights = weights  # start from these instead of a fresh init (prune retraining)
         self._check_budgets()
@@ -132,7 +109,7 @@ class Job:
             self.model.load_state_dict(self.weights)
         self.initial = initial_parameters(self.model)
         self._convert_dst()
-        self.model.to(self.device)
+        self.runtime.place(self.model)
         # Paced for a filter of norm 1, not the init's typical norm: a wide net's small
         # init would otherwise get a tiny λ, and every filter would enter at once.
         self.pos.lam = cfg.lam or lam_for_entry(cfg.entry_epochs, len(self.train_loader),
@@ -157,10 +134,13 @@ class Job:
 
     def _wire(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
+        self.net = self.runtime.net(self.model)
         lbi = isinstance(optimizer, DessiLBI)
         self.tracker = SupportTracker(optimizer) if lbi else None
+        share = self.dist.broadcast if self.dist.enabled else None  # rank 0's decision
         self.grower = (Grower(self.spec, self.model, optimizer, self._policy(),
-                              optimizer_factory=self._optimizer)
+                              optimizer_factory=self._optimizer,
+                              decider=self.dist.is_main, share=share)
                        if self.cfg.command == "grow" else None)
 
     # ---------------------------------------------------------------- the loop
@@ -193,10 +173,12 @@ class Job:
         set_lr()
         self.train_loader.set_epoch(pos.epoch)
         t0 = time.perf_counter()
-        tr = train_epoch(self.model, self.train_loader, self.optimizer, self.device,
-                         desc=f"epoch {pos.epoch + 1}", extra_loss=self._extra_loss(),
-                         after_step=set_lr if pos.step < warmup_steps else None)
-        te = evaluate(self.model, self.test_loader, self.device)
+        tr = train_epoch(self.net, self.train_loader, self.optimizer, self.device,
+                         desc=f"epoch {pos.epoch + 1}" if self.dist.is_main else None,
+                         extra_loss=self._extra_loss(),
+                         after_step=set_lr if pos.step < warmup_steps else None,
+                         runtime=self.runtime)
+        te = evaluate(self.model, self.test_loader, self.device, runtime=self.runtime)
         pos.wall += time.perf_counter() - t0
         pos.step += len(self.train_loader)
         cost = count(self.spec)
@@ -242,8 +224,11 @@ class Job:
         self.run.log_event(record)
         if event.kind == "grow":
             self.initial = carry_initial(self.initial, self.spec, event.spec, event.model)
-            self.spec, self.model = event.spec, event.model
+            self.spec, self.model = event.spec, self.runtime.place(event.model)
             self.optimizer = event.optimizer
+            # a new DDP wrapper (and compiled graph) for the new parameters: the old
+            # wrapper's hooks and buckets belong to tensors that no longer train
+            self.net = self.runtime.net(self.model)
             # one tracker for the whole run: entry steps/epochs and the per-epoch support
             # history follow the filters through the channel maps of the growth step
             self.tracker.rebind(self.optimizer, keep={
@@ -276,6 +261,8 @@ class Job:
 
     # ------------------------------------------------------------- checkpoint
     def _checkpoint(self) -> None:
+        if not self.dist.is_main:  # every rank holds the same state; rank 0 writes it
+            return
         state = {
             "spec": self.spec.to_json(indent=None),
             "model": self.model.state_dict(),
@@ -295,7 +282,7 @@ class Job:
             self.pos = Position(**state["position"])
             self.model = build(self.spec)
             self._convert_dst()
-            self.model.to(self.device)
+            self.runtime.place(self.model)
             self.model.load_state_dict(state["model"])
             self.initial = state["initial"]
             self._wire(self._optimizer(self.model))
@@ -314,7 +301,7 @@ class Job:
     def _finish(self) -> JobResult:
         if self.dst:
             self._slim_dst()
-        te = evaluate(self.model, self.test_loader, self.device)
+        te = evaluate(self.model, self.test_loader, self.device, runtime=self.runtime)
         ratios = self.tracker.ratios() if self.tracker else {}
         # epoch = epochs done: a resume cuts these rows if the finish was interrupted
         self._write_layers(ratios, epoch=self.pos.epoch)
@@ -322,29 +309,20 @@ class Job:
         if self.initial:
             self.run.save_initial(self.spec, self.initial)
         self._checkpoint()
+        self.dist.barrier()  # rank 0's files are complete before any rank returns
         cost = count(self.spec)
         result = JobResult(self.run, self.spec, te.acc, cost.params, cost.macs,
-                           self.pos.epoch, self.run.events())
-        print(summary(result, cost), flush=True)  # the summary is printed even when quiet
+                           self.pos.epoch, self.run.events(), model=self.model)
+        if self.dist.is_main:  # the summary is printed even when quiet
+            print(summary(result, cost), flush=True)
         return result
 
     def _slim_dst(self) -> None:
         """Remove fully masked filters physically; report what sparsity remains."""
-        before = count(self.spec)
-        sparsity = dst.overall_sparsity(self.model)
-        spec, model = dst.slim_masked(self.spec, self.model.eval())
-        after = count(spec)
-        event = {"epoch": self.pos.epoch, "kind": "dst-slim", "reason": "fully masked "
-                 "filters removed", "before": {"params": before.params, "macs": before.macs},
-                 "after": {"params": after.params, "macs": after.macs},
-                 "unstructured_sparsity": round(sparsity, 6),
-                 "widths": {k: [before[k].out_ch, v] for k, v in spec.widths().items()}}
+        self.spec, self.model, event, text = slim_at_finish(self.spec, self.model.eval(),
+                                                            self.pos.epoch)
         self.run.log_event(event)
-        self._say(f"DST: {sparsity * 100:.1f}% of masked weights are zero; removing fully "
-                  f"masked filters: params {before.params:,} → {after.params:,}, MACs "
-                  f"{before.macs:,} → {after.macs:,}. The remaining unstructured sparsity "
-                  "does not lower dense MACs.")
-        self.spec, self.model = spec, model
+        self._say(text)
         self.initial = {}  # the slimmed net has no initialisation of its own
 
     def _say(self, text: str, header: bool = False) -> None:
@@ -361,9 +339,29 @@ def start_job(cfg: RunConfig, out: str | Path | None, quiet: bool = False,
     """Validate everything (data, presets, budgets) before writing anything, then run.
 
     ``weights`` (a state dict of the start architecture) replaces the fresh init."""
-    job = Job(cfg, quiet=quiet, dataset=dataset, weights=weights)
-    job.run = RunDir.create(out, cfg.command)
-    return job.run_all()
+    ctx = context_from_env(resolve_device(cfg.validate().device))
+    try:
+        job = Job(cfg, quiet=quiet, dataset=dataset, weights=weights, dist=ctx)
+        job.run = _create_run(ctx, out, cfg.command)
+        return job.run_all()
+    finally:
+        ctx.close()
+
+
+def _create_run(ctx: DistContext, out: str | Path | None, command: str) -> RunDir:
+    """Rank 0 creates the run directory; the others learn its path and never write."""
+    if not ctx.enabled:
+        return RunDir.create(out, command)
+    made: str | UserError
+    if ctx.is_main:
+        try:
+            made = str(RunDir.create(out, command).path)
+        except UserError as err:  # every rank must stop, not wait for a broadcast
+            made = err
+    made = ctx.broadcast(made if ctx.is_main else None)
+    if isinstance(made, UserError):
+        raise made
+    return RunDir(made) if ctx.is_main else RunDir.follower(made)
 
 
 def resume_job(path: str | Path, quiet: bool = False) -> JobResult:
@@ -372,6 +370,12 @@ def resume_job(path: str | Path, quiet: bool = False) -> JobResult:
     if (run.path / "final" / "model.safetensors").exists():  # written last, at the end
         raise UserError(f"{run.path} has already finished; nothing to resume")
     state = run.load_checkpoint()
-    job = Job(cfg, run=run, quiet=quiet)
-    job.restore(state)
-    return job.run_all()
+    ctx = context_from_env(resolve_device(cfg.device))
+    try:
+        if not ctx.is_main:
+            run = RunDir.follower(run.path)
+        job = Job(cfg, run=run, quiet=quiet, dist=ctx)
+        job.restore(state)
+        return job.run_all()
+    finally:
+        ctx.close()

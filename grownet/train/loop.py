@@ -57,62 +57,86 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def progress(iterable: Iterable, total: int, desc: str) -> Iterable:
-    """A tqdm bar on a terminal; the plain iterable otherwise (logs stay clean)."""
-    if not sys.stderr.isatty():
+def progress(iterable: Iterable, total: int, desc: str | None) -> Iterable:
+    """A tqdm bar on a terminal; the plain iterable otherwise (logs stay clean), or when
+    ``desc`` is None (the ranks other than 0 of a data-parallel run)."""
+    if desc is None or not sys.stderr.isatty():
         return iterable
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
+class Totals:
+    """Loss sum and correct count of an epoch, accumulated on the device (no sync)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sums = torch.zeros(2, device=device, dtype=torch.float64)
+        self.seen = 0  # known on the host: batch sizes
+
+    def add(self, loss_sum: torch.Tensor, logits: torch.Tensor, yb: torch.Tensor) -> None:
+        correct = (logits.argmax(1) == yb).sum()
+        self.sums += torch.stack([loss_sum.double(), correct.double()])
+        self.seen += yb.shape[0]
+
+    def result(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None) -> EpochResult:
+        sums = torch.cat([self.sums, self.sums.new_tensor([float(self.seen)])])
+        if reduce is not None:
+            sums = reduce(sums)
+        loss, correct, seen = sums.tolist()  # the epoch's one host sync
+        seen = max(int(seen), 1)
+        return EpochResult(loss / seen, correct / seen, seen)
+
+
 def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
-                device: torch.device, desc: str = "train",
+                device: torch.device, desc: str | None = "train",
                 extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
-                after_step: Callable[[], None] | None = None) -> EpochResult:
+                after_step: Callable[[], None] | None = None, runtime=None) -> EpochResult:
     """One pass over ``loader``. ``extra_loss(model)`` adds a regulariser (DST's);
-    ``after_step()`` runs after every optimizer step (scheduler hooks and the like).
+    ``after_step()`` runs after every optimizer step (scheduler hooks and the like);
+    ``runtime`` (a :class:`~grownet.train.runtime.Runtime`) lays out batches and sums
+    the epoch's totals over data-parallel ranks. On a sharded loader each rank's mean
+    loss is weighted by its ``shard_weight``, so that DDP's averaged gradient is the
+    gradient of the global batch's mean loss even when the last batch splits unevenly.
 
     Raises :class:`NonFiniteLoss` when the epoch's loss is NaN or infinite."""
     model.train()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
+    totals = Totals(device)
     for xb, yb in progress(loader, len(loader), desc):
+        if runtime is not None:
+            xb = runtime.batch(xb)
         with autocast(device):
             logits = model(xb)
             loss = F.cross_entropy(logits.float(), yb)
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
+        weight = getattr(loader, "shard_weight", 1.0)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * weight if weight != 1.0 else loss).backward()
         optimizer.step()
         if after_step is not None:
             after_step()
-        loss_sum += loss.detach() * yb.shape[0]
-        correct += (logits.detach().argmax(1) == yb).sum()
-        seen += yb.shape[0]
-    mean_loss = float(loss_sum) / max(seen, 1)  # the epoch's one host sync
-    if not np.isfinite(mean_loss):
+        totals.add(loss.detach() * yb.shape[0], logits.detach(), yb)
+    result = totals.result(runtime.reduce if runtime is not None else None)
+    if not np.isfinite(result.loss):
         raise NonFiniteLoss("training loss became NaN/inf; the last good checkpoint is "
                             "kept — lower --lr (or raise nu) and run again")
-    return EpochResult(mean_loss, int(correct) / max(seen, 1), seen)
+    return result
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader, device: torch.device) -> EpochResult:
-    """Mean cross-entropy and accuracy of ``model`` (eval mode) over ``loader``."""
+def evaluate(model: nn.Module, loader, device: torch.device, runtime=None) -> EpochResult:
+    """Mean cross-entropy and accuracy of ``model`` (eval mode) over ``loader`` (summed
+    over the ranks' shards when ``runtime`` is data parallel)."""
     model.eval()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
+    totals = Totals(device)
     for xb, yb in loader:
+        if runtime is not None:
+            xb = runtime.batch(xb)
         with autocast(device):
             logits = model(xb).float()
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum")
-        correct += (logits.argmax(1) == yb).sum()
-        seen += yb.shape[0]
-    return EpochResult(float(loss_sum) / max(seen, 1), int(correct) / max(seen, 1), seen)
+        totals.add(F.cross_entropy(logits, yb, reduction="sum"), logits, yb)
+    return totals.result(runtime.reduce if runtime is not None else None)
 
 
 def rng_state() -> dict[str, torch.Tensor]:

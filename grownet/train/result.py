@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch import nn
+
 from grownet.cost import CostTable
 from grownet.runs import RunDir
 from grownet.spec import ArchSpec
@@ -19,6 +21,7 @@ class JobResult:
     macs: int
     epochs: int
     events: list[dict[str, Any]] = field(default_factory=list)
+    model: nn.Module | None = None  # the final model (on the job's device)
 
 
 def summary(result: JobResult, cost: CostTable) -> str:
