@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 import grownet as gn
@@ -50,3 +51,32 @@ def test_runtime_wraps_and_unwraps():
     assert rt.batch(x) is x
     torch.testing.assert_close(net(x), model(x))
     assert Runtime(DistContext()).net(model) is model
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_cuda_training_step_never_waits_on_the_host():
+    from grownet.data import DeviceLoader
+    from grownet.path import SupportTracker
+    from grownet.train.loop import autocast
+
+    rt = Runtime(DistContext(device=torch.device("cuda")))
+    spec = gn.ArchSpec.preset("vgg16-narrow", in_shape=(3, 32, 32), num_classes=10)
+    model = rt.place(gn.build(spec))
+    opt = gn.DessiLBI(gn.lbi_param_groups(model), lr=0.05, lam=1e-3)
+    tracker = SupportTracker(opt)
+    loader = DeviceLoader(torch.randn(256, 3, 32, 32), torch.randint(0, 10, (256,)), 64,
+                          augment="crop-flip", device="cuda")
+    net = rt.net(model)
+    batches = iter(loader)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for xb, yb in batches:
+            with autocast(rt.device):
+                loss = torch.nn.functional.cross_entropy(net(rt.batch(xb)).float(), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert set(tracker.ratios()) >= {"s1_l0"}
