@@ -32,6 +32,8 @@ TRAINING_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
      "(default: 1 for train, 0 for grow)"),
     ("--compile", "compile", bool, "torch.compile the model (recompiled after each growth "
      "step; pays off on GPUs for long runs)"),
+    ("--tensorboard", "tensorboard", bool, "also log scalars and the width/support figures "
+     "to RUN/tensorboard (pip install 'grownet[tensorboard]')"),
 )
 
 

@@ -71,6 +71,7 @@ class RunConfig:
     widen_init: str = "zero"
     # execution (results do not depend on these beyond float rounding)
     compile: bool = False  # torch.compile the training forward; recompiled after growth
+    tensorboard: bool = False  # also log to RUN/tensorboard (optional dependency)
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> RunConfig:

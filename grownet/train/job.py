@@ -25,6 +25,7 @@ from grownet.grow import Grower, GrowthPolicy
 from grownet.nets import build
 from grownet.optim import DessiLBI, lam_for_entry, lbi_param_groups
 from grownet.path import SupportTracker
+from grownet.report.tensorboard import TensorBoardLog, require_tensorboard
 from grownet.runs import RunConfig, RunDir
 from grownet.spec import ArchSpec
 from grownet.train.dst_finish import slim_at_finish
@@ -65,6 +66,9 @@ class Job:
         self.spec = start_spec(cfg.start if cfg.command == "grow" else cfg.arch, self.data)
         self.weights = weights  # start from these instead of a fresh init (prune retraining)
         self._check_budgets()
+        if cfg.tensorboard:
+            require_tensorboard()  # before anything is written
+        self.tb: TensorBoardLog | None = None
         self.run = run
         self.pos = Position(phase="grow" if cfg.command == "grow" else "train")
 
@@ -146,10 +150,13 @@ class Job:
     # ---------------------------------------------------------------- the loop
     def run_all(self) -> JobResult:
         """Train to the end, writing the run directory as it goes."""
-        if not hasattr(self, "model"):
+        resumed = hasattr(self, "model")
+        if not resumed:
             self._start()
             self.run.write_config(self.cfg.to_toml())
             self._save_stage(0)
+        if self.cfg.tensorboard and self.dist.is_main:
+            self.tb = TensorBoardLog(self.run.path, self.pos.epoch if resumed else None)
         while not self._finished():
             self._epoch()
         return self._finish()
@@ -205,6 +212,8 @@ class Job:
                "sparsity": dst.overall_sparsity(self.model) if self.dst else 0.0,
                "train_macs": pos.train_macs, "time_s": round(pos.wall, 3)}
         self.run.append_row("metrics.csv", row)
+        if self.tb:
+            self.tb.scalars(row)
         self._say(f"{pos.epoch + 1:>4} {stage:>5} {pos.phase:<8} {lr:8.4f} {tr.loss:8.4f} "
                   f"{te.acc * 100:7.2f} {cost.params:>9,} {row['mean_ratio']:6.2f}",
                   header=pos.epoch == 0)
@@ -235,6 +244,8 @@ class Job:
                 k: torch.tensor(v) for k, v in self.grower.last_change.out_maps.items()
                 if k in self.tracker.layers})
             self._save_stage(self.grower.stage)
+            if self.tb:
+                self.tb.figures(pos.epoch - 1)
             self._say(f"     grow → stage {self.grower.stage}: {event.reason}")
         else:
             pos.phase, pos.phase_start = "finetune", pos.epoch
@@ -309,6 +320,9 @@ class Job:
         if self.initial:
             self.run.save_initial(self.spec, self.initial)
         self._checkpoint()
+        if self.tb:
+            self.tb.figures(self.pos.epoch - 1)
+            self.tb.close()
         self.dist.barrier()  # rank 0's files are complete before any rank returns
         cost = count(self.spec)
         result = JobResult(self.run, self.spec, te.acc, cost.params, cost.macs,
