@@ -1,0 +1,151 @@
+"""The Pareto figure: test accuracy against MACs per sample (log x).
+
+One point per (model, method) row of ``compare.csv``, with the accuracy's standard
+deviation over seeds as an error bar; the Pareto front (no other point is both
+cheaper and more accurate) as a dashed step line; and, for each grown model, the
+growth path of one of its runs (the one with the smallest seed): one point per
+stage at (MACs of the stage's architecture, test accuracy at the last epoch trained
+with it), from the narrow start to the final net.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from grownet.compare.measure import final_accuracy
+from grownet.cost import count, human
+from grownet.runs import RunConfig, RunDir, atomic_write_bytes, load_spec
+
+
+@dataclass(frozen=True)
+class StagePoint:
+    """One stage of a grown run on the figure.
+
+    Attributes
+    ----------
+    stage
+        Stage number (``stages/NNN``; 0 is the narrow start).
+    macs
+        MACs per sample of the stage's architecture.
+    acc
+        Test accuracy (fraction) at the last ``metrics.csv`` epoch of the stage.
+    """
+
+    stage: int
+    macs: int
+    acc: float
+
+
+def stage_path(run: str | Path) -> list[StagePoint]:
+    """The growth path of a run: one :class:`StagePoint` per stage that trained at
+    least one epoch, in stage order (the last one is the final net, after fine-tuning).
+    """
+    run = RunDir(run)
+    last_acc: dict[int, float] = {}
+    with (run.path / "metrics.csv").open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):  # rows are in epoch order: keep each stage's last
+            last_acc[int(row["stage"])] = float(row["test_acc"])
+    return [StagePoint(stage, count(spec).macs, last_acc[stage])
+            for stage, spec in run.stage_specs() if stage in last_acc]
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both axes (fewer MACs, higher accuracy),
+    sorted by MACs."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+def pareto_figure(rows: Sequence[Mapping[str, Any]], paths: Mapping[str, Path],
+                  out: str | Path, title: str = "") -> Path:
+    """Draw the figure to ``out`` (PNG, written atomically).
+
+    Parameters
+    ----------
+    rows
+        ``compare.csv`` rows (``model``, ``method``, ``macs``, ``acc_mean``, ``acc_std``).
+    paths
+        ``{model name: run directory}``: the grown runs whose stage paths are drawn.
+    out
+        Where the PNG goes.
+    title
+        Second title line (data, epochs, seeds).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    fig = Figure(figsize=(8, 5.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    colors = [f"C{i}" for i in range(10)]
+    points = []
+    for i, row in enumerate(rows):
+        x, y = float(row["macs"]), float(row["acc_mean"]) * 100
+        std = float(row["acc_std"])
+        color = colors[i % len(colors)]
+        label = f"{row['model']} ({row['method']}, {row['seeds']} seed"
+        label += "s)" if int(row["seeds"]) != 1 else ")"
+        grown = row.get("kind") == "grown"
+        ax.errorbar([x], [y], yerr=[0.0 if math.isnan(std) else std * 100], fmt="*" if
+                    grown else "o", markersize=13 if grown else 7, color=color, capsize=4,
+                    label=label, zorder=3)
+        ax.annotate(str(row["model"]), (x, y), textcoords="offset points", xytext=(6, 6),
+                    fontsize=8, color=color)
+        points.append((x, y))
+        if grown and row["model"] in paths:
+            _draw_path(ax, paths[row["model"]], color)
+    front = pareto_front(points)
+    if len(front) > 1:
+        ax.step([p[0] for p in front], [p[1] for p in front], where="post", ls="--",
+                color="0.6", lw=1, zorder=1, label="Pareto front")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: human(v)))
+    # minor ticks: label 2x and 5x only (every one crowds the axis within a decade)
+    ax.xaxis.set_minor_formatter(FuncFormatter(
+        lambda v, _: human(v) if v > 0 and round(v / 10 ** math.floor(math.log10(v)))
+        in (2, 5) else ""))
+    ax.margins(x=0.08, y=0.08)
+    ax.tick_params(axis="x", which="both", labelsize=8)
+    ax.set_xlabel("MACs per sample (one forward pass, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy against compute: grown net vs fixed backbones"
+                 + (f"\n{title}" if title else ""), fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    return atomic_write_bytes(out, buf.getvalue())
+
+
+def _draw_path(ax: Any, run: Path, color: str) -> None:
+    """The stages of ``run`` as a line ending at its final net; the start is hollow."""
+    path = stage_path(run)
+    if not path:
+        return
+    xs = [float(p.macs) for p in path]
+    ys = [p.acc * 100 for p in path]
+    final = (float(count(load_spec(Path(run) / "final" / "arch.json")).macs),
+             final_accuracy(run) * 100)
+    if (xs[-1], round(ys[-1], 4)) != (final[0], round(final[1], 4)):
+        xs.append(final[0])
+        ys.append(final[1])
+    seed = RunConfig.from_toml(Path(run) / "config.toml").seed
+    ax.plot(xs, ys, "-", marker=".", color=color, alpha=0.6, zorder=2,
+            label=f"growth path of seed {seed} ({Path(run).name}): a point per stage, "
+                  "× its final net")
+    ax.plot([xs[0]], [ys[0]], "o", markersize=9, markerfacecolor="white",
+            markeredgecolor=color, zorder=4)
+    ax.annotate("narrow start", (xs[0], ys[0]), textcoords="offset points",
+                xytext=(6, -12), fontsize=8, color=color)
+    ax.plot([xs[-1]], [ys[-1]], "x", markersize=7, color=color, zorder=4)

@@ -1,0 +1,254 @@
+"""`grownet compare`: backbone jobs, reuse, the measured table, the Pareto path, errors."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import statistics
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors import safe_open
+
+from grownet.cli import main
+from grownet.compare import load_given, make_plan, stage_path
+from grownet.cost import count
+from grownet.runs import RunConfig, RunDir, load_spec
+
+GROW = ["--data", "digits", "--epochs", "6", "--finetune-epochs", "2", "--epochs-per-stage",
+        "1", "--entry-epochs", "1", "--tau", "0.5", "--max-stages", "3", "--quiet"]
+BACKBONES = "lenet5,mlp-300-100"
+GPU = torch.cuda.is_available()
+COLUMNS = (["model", "method", "kind", "seeds", "params", "macs", "latency_cpu_b1_ms",
+            "latency_cpu_b64_ms"]
+           + (["latency_gpu_b1_ms", "latency_gpu_b64_ms"] if GPU else [])
+           + ["train_macs", "acc_mean", "acc_std", "runs"])
+
+
+def _main(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(list(argv))
+    return rc, out.getvalue(), err.getvalue()
+
+
+def _rows(path: Path) -> int:
+    return len(pd.read_csv(path / "metrics.csv"))
+
+
+def _acc(run: str | Path) -> float:
+    with safe_open(str(Path(run) / "final" / "model.safetensors"), framework="pt") as f:
+        return float(f.metadata()["test_acc"])
+
+
+def _snapshot(folder: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime_ns for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    """Two grow seeds, a given lenet5/sgd run that matches its backbone job, and one
+    compare of all three (trained once for the module)."""
+    tmp = tmp_path_factory.mktemp("compare")
+    g0, g1, t0, out = tmp / "g0", tmp / "g1", tmp / "t0", tmp / "cmp"
+    for seed, path in ((0, g0), (1, g1)):
+        assert _main("grow", *GROW, "--seed", str(seed), "--out", str(path))[0] == 0
+    epochs = max(_rows(g0), _rows(g1))
+    # what compare derives for lenet5/sgd/seed 0: the first run's config as a train job
+    rc, _, _ = _main("train", "--config", str(g0 / "config.toml"), "--arch", "lenet5",
+                     "--method", "sgd", "--seed", "0", "--epochs", str(epochs),
+                     "--out", str(t0), "--quiet")
+    assert rc == 0
+    argv = ["compare", str(g0), str(g1), str(t0), "--backbones", BACKBONES, "--out",
+            str(out), "--latency-repeats", "2"]
+    rc, stdout, stderr = _main(*argv)
+    assert rc == 0, stderr
+    return {"g0": g0, "g1": g1, "t0": t0, "out": out, "argv": argv, "stdout": stdout,
+            "epochs": epochs, "csv": pd.read_csv(out / "compare.csv")}
+
+
+def test_csv_has_contract_columns_and_one_row_per_model_method(world) -> None:
+    table = world["csv"]
+    assert list(table.columns) == COLUMNS
+    keys = list(zip(table["model"], table["method"]))
+    assert len(keys) == len(set(keys))
+    assert set(keys) == {("grown(seed)", "dessilbi"), ("lenet5", "sgd"),
+                         ("mlp-300-100", "sgd")}
+    kinds = dict(zip(table["model"], table["kind"]))
+    assert kinds == {"grown(seed)": "grown", "lenet5": "backbone", "mlp-300-100": "backbone"}
+    assert (table["seeds"] == 2).all()
+    assert (table[[c for c in COLUMNS if c.startswith("latency_")]] > 0).all().all()
+
+
+def test_accuracy_is_mean_and_sample_std_of_final_test_acc(world) -> None:
+    for _, row in world["csv"].iterrows():
+        runs = row["runs"].split(";")
+        assert row["seeds"] == len(runs) == 2
+        accs = [_acc(r) for r in runs]
+        assert row["acc_mean"] == pytest.approx(statistics.fmean(accs), abs=1e-12)
+        assert row["acc_std"] == pytest.approx(statistics.stdev(accs), abs=1e-12)
+        assert 0 <= row["acc_mean"] <= 1
+
+
+def test_params_macs_train_macs_match_the_runs(world) -> None:
+    for _, row in world["csv"].iterrows():
+        runs = row["runs"].split(";")
+        costs = [count(load_spec(Path(r) / "final" / "arch.json")) for r in runs]
+        assert row["params"] == round(statistics.fmean(c.params for c in costs))
+        assert row["macs"] == round(statistics.fmean(c.macs for c in costs))
+        last = [pd.read_csv(Path(r) / "metrics.csv")["train_macs"].iloc[-1] for r in runs]
+        assert row["train_macs"] == pytest.approx(statistics.fmean(last), rel=1e-9)
+    grown = world["csv"].set_index("model").loc["grown(seed)"]
+    assert set(grown["runs"].split(";")) == {str(world["g0"]), str(world["g1"])}
+
+
+def test_backbone_jobs_use_the_given_runs_data_epochs_and_seeds(world) -> None:
+    base = RunConfig.from_toml(world["g0"] / "config.toml")
+    made = sorted(p.name for p in (world["out"] / "backbones").iterdir())
+    # lenet5/sgd/seed 0 is the given run t0: not trained again
+    assert made == ["lenet5-sgd-seed1", "mlp-300-100-sgd-seed0", "mlp-300-100-sgd-seed1"]
+    for name in made:
+        cfg = RunConfig.from_toml(world["out"] / "backbones" / name / "config.toml")
+        arch, seed = name.rsplit("-sgd-seed", 1)
+        assert (cfg.command, cfg.arch, cfg.method, cfg.seed) == ("train", arch, "sgd",
+                                                                  int(seed))
+        assert cfg.epochs == world["epochs"] == _rows(world["out"] / "backbones" / name)
+        for key in ("data", "data_root", "batch_size", "augment", "lr", "momentum",
+                    "weight_decay", "schedule", "warmup_epochs"):
+            assert getattr(cfg, key) == getattr(base, key), key
+        assert cfg.warmup_epochs == -1 and cfg.warmup == 1.0
+    lenet = world["csv"].set_index("model").loc["lenet5", "runs"].split(";")
+    assert str(world["t0"]) in lenet
+    assert f"lenet5-sgd-seed0: reused {world['t0']}" in world["stdout"]
+    assert world["stdout"].count(": training ") == 3
+
+
+def test_second_compare_trains_nothing(world) -> None:
+    before = _snapshot(world["out"] / "backbones")
+    rc, stdout, _ = _main(*world["argv"])
+    assert rc == 0
+    assert _snapshot(world["out"] / "backbones") == before
+    assert stdout.count(": reused ") == 4 and ": training " not in stdout
+    again = pd.read_csv(world["out"] / "compare.csv")
+    cols = ["model", "method", "params", "macs", "train_macs", "acc_mean", "runs"]
+    pd.testing.assert_frame_equal(again[cols], world["csv"][cols])
+
+
+def test_markdown_table_and_printout(world) -> None:
+    md = (world["out"] / "compare.md").read_text()
+    row = world["csv"].set_index("model").loc["grown(seed)"]
+    acc = f"{row['acc_mean'] * 100:.2f} ± {row['acc_std'] * 100:.2f} %"
+    assert acc in md and acc in world["stdout"]
+    assert "| model" in md and "digits" in md and "grownet compare" in md
+    assert md.count("\n| ") == 1 + 3  # header + one line per row
+
+
+def test_pareto_png_is_written(world) -> None:
+    data = (world["out"] / "pareto.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    import matplotlib.image
+
+    assert matplotlib.image.imread(world["out"] / "pareto.png").shape[2] in (3, 4)
+
+
+def test_stage_path_is_stage_macs_and_last_test_acc(world) -> None:
+    run = world["g0"]
+    points = stage_path(run)
+    metrics = pd.read_csv(run / "metrics.csv")
+    last = metrics.groupby("stage")["test_acc"].last()
+    specs = RunDir(run).stage_specs()
+    assert len(points) == len(specs) >= 2  # it grew
+    for point, (stage, spec) in zip(points, specs):
+        assert point.stage == stage
+        assert point.macs == count(spec).macs
+        assert point.acc == pytest.approx(last[stage], abs=1e-12)
+    assert specs[0][1].name == "seed"  # the narrow start comes first
+    assert points[-1].macs == count(load_spec(run / "final" / "arch.json")).macs
+
+
+def test_seeds_and_conflicts_in_the_plan(world, tmp_path) -> None:
+    given = load_given([world["g0"], world["g1"]])
+    plan = make_plan(given, ["lenet5"], ["sgd", "dessilbi"], out=tmp_path / "x", seeds=3)
+    assert plan.seeds == [0, 1, 2] and plan.epochs == world["epochs"]
+    assert [j.name for j in plan.jobs][:3] == ["lenet5-sgd-seed0", "lenet5-sgd-seed1",
+                                               "lenet5-sgd-seed2"]
+    assert {j.action for j in plan.jobs} == {"training"}
+    # another budget where finished backbones of the old one lie: refuse, write nothing
+    before = _snapshot(world["out"])
+    rc, _, err = _main("compare", str(world["g0"]), str(world["g1"]), "--backbones",
+                       "mlp-300-100", "--epochs", str(world["epochs"] + 1), "--out",
+                       str(world["out"]))
+    assert rc == 2 and err.count("\n") == 1 and "epochs" in err and "--out" in err
+    assert _snapshot(world["out"]) == before
+
+
+def test_killed_backbone_is_resumed(world, tmp_path) -> None:
+    out = tmp_path / "cmp"
+    shutil.copytree(world["out"], out)
+    victim = out / "backbones" / "mlp-300-100-sgd-seed1"
+    (victim / "final" / "model.safetensors").unlink()  # as if killed before the end
+    early = out / "backbones" / "mlp-300-100-sgd-seed0"
+    for name in ("final", "checkpoints", "metrics.csv"):  # killed in its first epoch
+        if (early / name).is_dir():
+            shutil.rmtree(early / name)
+        else:
+            (early / name).unlink()
+    argv = [a if a != str(world["out"]) else str(out) for a in world["argv"]]
+    rc, stdout, _ = _main(*argv)
+    assert rc == 0
+    assert "mlp-300-100-sgd-seed1: resumed" in stdout and stdout.count(": reused ") == 2
+    assert "mlp-300-100-sgd-seed0: training" in stdout and "restarted" in stdout
+    assert (victim / "final" / "model.safetensors").is_file()
+    assert _rows(early) == _rows(world["out"] / "backbones" / "mlp-300-100-sgd-seed0")
+    table = pd.read_csv(out / "compare.csv").set_index("model")
+    assert table.loc["mlp-300-100", "acc_mean"] == pytest.approx(
+        world["csv"].set_index("model").loc["mlp-300-100", "acc_mean"], abs=1e-9)
+
+
+def _broken(world, tmp_path, kind: str) -> list[str]:
+    g0 = world["g0"]
+    if kind == "data":
+        other = tmp_path / "other"
+        shutil.copytree(world["g1"], other)
+        cfg = (other / "config.toml").read_text().replace('data = "digits"',
+                                                          'data = "synthetic"')
+        (other / "config.toml").write_text(cfg)
+        return [str(g0), str(other), "--backbones", "lenet5"]
+    if kind == "unfinished":
+        other = tmp_path / "other"
+        shutil.copytree(world["g1"], other)
+        shutil.rmtree(other / "final")
+        return [str(g0), str(other), "--backbones", "lenet5"]
+    if kind == "backbone":
+        return [str(g0), "--backbones", "lenet5,lenet6"]
+    if kind == "method":
+        return [str(g0), "--backbones", "lenet5", "--methods", "adam"]
+    if kind == "seeds":
+        return [str(g0), "--backbones", "lenet5", "--seeds", "0"]
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("data", ["disagree on data", "synthetic"]),
+    ("unfinished", ["has not finished", "grownet resume"]),
+    ("backbone", ["unknown backbone 'lenet6'", "resnet20"]),
+    ("method", ["unknown method 'adam'", "dessilbi"]),
+    ("seeds", ["--seeds must be >= 1"]),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(world, tmp_path, kind,
+                                                            words) -> None:
+    out = tmp_path / "out"
+    argv = _broken(world, tmp_path, kind)
+    before = _snapshot(world["g0"])
+    if kind != "backbone":  # that one writes (would write) to the default g0/compare
+        argv += ["--out", str(out)]
+    rc, stdout, err = _main("compare", *argv, "--latency-repeats", "2")
+    assert rc == 2, (stdout, err)
+    assert err.startswith("grownet: error: ") and err.count("\n") == 1
+    for w in words:
+        assert w in err
+    assert not out.exists() and stdout == ""
+    assert _snapshot(world["g0"]) == before and not (world["g0"] / "compare").exists()
