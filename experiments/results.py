@@ -23,6 +23,7 @@ produced its numbers.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -38,8 +39,10 @@ START = {"mnist5k": "seed", "digits": "seed", "cifar10": "vgg16-narrow"}
 
 
 def sh(cmd: list[str], done: Path | None = None) -> str:
-    """Run ``cmd`` (from the repository root) unless ``done`` exists; the command as text."""
-    text = " ".join(cmd)
+    """Run ``cmd`` (from the repository root) unless ``done`` exists; the command as text
+    (as a user would type it: ``python``, ``grownet``, paths relative to the root)."""
+    text = " ".join(cmd).replace(f"{sys.executable} -m grownet", "grownet")
+    text = text.replace(sys.executable, "python").replace(f"{ROOT}/", "")
     if done is not None and done.exists():
         print(f"[reuse] {text}", flush=True)
         return text
@@ -75,7 +78,8 @@ def compare_section(data: str, out: Path, seeds: list[int], extra: list[str],
     shutil.copyfile(where / "pareto.png", figure)
     return {"commands": "\n".join(commands), "table": _table_of(where / "compare.md"),
             "reading": _reading(where / "compare.csv"),
-            "figure": f"img/{figure.name}", "report": str(grow_runs[0] / "report.html")}
+            "figure": f"img/{figure.name}",
+            "report": str(grow_runs[0] / "report.html").replace(f"{ROOT}/", "")}
 
 
 def _reading(csv: Path) -> str:
@@ -89,15 +93,20 @@ def _reading(csv: Path) -> str:
         params, macs = grown["params"] / row.params, grown["macs"] / row.macs
         compute = grown["train_macs"] / row.train_macs
         points = 100 * (grown["acc_mean"] - row.acc_mean)
+        unstable = (f" (unstable with this recipe: its seeds spread {100 * row.acc_std:.1f} "
+                    "points)" if row.acc_std > 0.05 else "")
         lines.append(f"- {row.model} ({row.method}): {params:.2f}x its params, {macs:.2f}x "
                      f"its MACs, {compute:.2f}x its training compute, accuracy "
-                     f"{points:+.2f} points")
+                     f"{points:+.2f} points{unstable}")
     return "\n".join(lines)
 
 
 def _table_of(markdown: Path) -> str:
-    """The markdown table (and its notes) of a file written by an experiment."""
-    return markdown.read_text(encoding="utf-8").strip()
+    """The markdown table (and its notes) of a file written by an experiment, without
+    its own top-level heading, absolute paths made relative to the repository."""
+    lines = markdown.read_text(encoding="utf-8").strip().splitlines()
+    text = "\n".join(line for line in lines if not line.startswith("# ")).strip()
+    return text.replace(f"{ROOT}/", "")
 
 
 def main() -> None:
@@ -110,6 +119,9 @@ def main() -> None:
     ap.add_argument("--page", type=Path, default=ROOT / "docs" / "results.md")
     args = ap.parse_args()
     out = args.out.resolve()
+    os.chdir(ROOT)  # the commands run from the root, and relative paths mean the same
+    if out.is_relative_to(ROOT):  # commands and tables then name runs/... paths
+        out = out.relative_to(ROOT)
     out.mkdir(parents=True, exist_ok=True)
     seeds = [str(s) for s in args.seeds]
 
@@ -177,9 +189,10 @@ COMPARE = """
 ```
 
 Each grown run (one per seed) against fixed backbones trained with SGD on the same
-split, recipe and epoch budget (`grownet compare`). Latency: median forward time on
-the CPU; training compute counts 3 × MACs × images over all epochs and every growth
-stage.
+split, recipe and epoch budget (`grownet compare`): the grown runs' lr 0.1, momentum
+0.9, cosine schedule, 1 warm-up epoch, not a recipe tuned per backbone. Latency:
+median forward time on the CPU; training compute counts 3 × MACs × images over all
+epochs and every growth stage.
 
 {table}
 
