@@ -23,7 +23,7 @@ import torch
 
 from grownet.cost import count, human, latency
 from grownet.errors import UserError
-from grownet.runs import atomic_write_text, load_final_model
+from grownet.runs import RunDir, atomic_write_text, final_test_acc, load_final_model
 
 BATCHES = (1, 64)
 
@@ -40,18 +40,15 @@ def columns(gpu: bool) -> list[str]:
 def final_accuracy(run: str | Path) -> float:
     """The final evaluation's test accuracy (a fraction), from the ``test_acc`` metadata
     of ``final/model.safetensors``."""
-    from safetensors import safe_open
-
     path = Path(run) / "final" / "model.safetensors"
     if not path.is_file():
         raise UserError(f"{path} not found: the run has not finished; "
                         f"run 'grownet resume {run}' first")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    if "test_acc" not in meta:
+    acc = final_test_acc(run)
+    if acc is None:
         raise UserError(f"{path} has no test_acc in its metadata; train the run again "
                         "with this grownet")
-    return float(meta["test_acc"])
+    return acc
 
 
 def last_train_macs(run: str | Path) -> float:
@@ -60,8 +57,7 @@ def last_train_macs(run: str | Path) -> float:
     path = Path(run) / "metrics.csv"
     if not path.is_file():
         raise UserError(f"{path} not found; pass a run directory a training command wrote")
-    with path.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = RunDir(run).rows("metrics.csv")
     if not rows:
         raise UserError(f"{path} has no rows; the run trained no epoch")
     return float(rows[-1]["train_macs"])

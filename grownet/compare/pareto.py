@@ -10,7 +10,6 @@ with it), from the narrow start to the final net.
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 from collections.abc import Mapping, Sequence
@@ -48,9 +47,8 @@ def stage_path(run: str | Path) -> list[StagePoint]:
     """
     run = RunDir(run)
     last_acc: dict[int, float] = {}
-    with (run.path / "metrics.csv").open(newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):  # rows are in epoch order: keep each stage's last
-            last_acc[int(row["stage"])] = float(row["test_acc"])
+    for row in run.rows("metrics.csv"):  # rows are in epoch order: keep each stage's last
+        last_acc[int(row["stage"])] = float(row["test_acc"])
     return [StagePoint(stage, count(spec).macs, last_acc[stage])
             for stage, spec in run.stage_specs() if stage in last_acc]
 

@@ -16,7 +16,6 @@ Everything is checked before anything is trained or written.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import io
 import shutil
@@ -43,11 +42,7 @@ def is_finished(path: str | Path) -> bool:
 def epochs_trained(path: str | Path) -> int:
     """Rows of ``metrics.csv``: the epochs a run actually trained (a grow run may stop
     growing, hence train, fewer than its ``epochs``)."""
-    metrics = Path(path) / "metrics.csv"
-    if not metrics.is_file():
-        return 0
-    with metrics.open(newline="", encoding="utf-8") as f:
-        return sum(1 for _ in csv.DictReader(f))
+    return len(RunDir(path).rows("metrics.csv"))
 
 
 #: how a run executed, not what it is: ignored when deciding whether a run can be reused

@@ -83,6 +83,21 @@ class MaskedLayer(nn.Module):
         if "threshold" in self._parameters:  # the layer's __init__ calls this before it exists
             nn.init.zeros_(self.threshold)
 
+    @classmethod
+    def from_dense(cls, dense: nn.Module) -> MaskedLayer:
+        """A masked layer that shares ``dense``'s ``weight`` and ``bias`` parameters
+        (same tensors, device and dtype) with thresholds 0, in ``dense``'s train/eval mode."""
+        new = cls(**cls._shape_of(dense), bias=dense.bias is not None, device="meta")
+        new.weight = dense.weight
+        new.bias = dense.bias
+        new._make_threshold()
+        return new.train(dense.training)
+
+    @staticmethod
+    def _shape_of(dense: nn.Module) -> dict[str, Any]:
+        """The constructor arguments (bias and device aside) that rebuild ``dense``."""
+        raise NotImplementedError
+
     def _make_threshold(self) -> None:
         w = self.weight
         self.threshold = nn.Parameter(torch.zeros(w.shape[0], device=w.device, dtype=w.dtype))
@@ -140,17 +155,12 @@ class MaskedConv2d(MaskedLayer, nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         return self._conv_forward(x, self.masked_weight(), self.bias)
 
-    @classmethod
-    def from_dense(cls, conv: nn.Conv2d) -> MaskedConv2d:
-        """A masked layer that shares ``conv``'s ``weight`` and ``bias`` parameters
-        (same tensors, device and dtype) with thresholds 0, in ``conv``'s train/eval mode."""
-        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                  padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-                  bias=conv.bias is not None, padding_mode=conv.padding_mode, device="meta")
-        new.weight = conv.weight
-        new.bias = conv.bias
-        new._make_threshold()
-        return new.train(conv.training)
+    @staticmethod
+    def _shape_of(conv: nn.Conv2d) -> dict[str, Any]:
+        return {"in_channels": conv.in_channels, "out_channels": conv.out_channels,
+                "kernel_size": conv.kernel_size, "stride": conv.stride,
+                "padding": conv.padding, "dilation": conv.dilation, "groups": conv.groups,
+                "padding_mode": conv.padding_mode}
 
 
 class MaskedLinear(MaskedLayer, nn.Linear):
@@ -163,16 +173,9 @@ class MaskedLinear(MaskedLayer, nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.masked_weight(), self.bias)
 
-    @classmethod
-    def from_dense(cls, linear: nn.Linear) -> MaskedLinear:
-        """A masked layer that shares ``linear``'s ``weight`` and ``bias`` parameters
-        (same tensors, device and dtype) with thresholds 0, in ``linear``'s train/eval mode."""
-        new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                  device="meta")
-        new.weight = linear.weight
-        new.bias = linear.bias
-        new._make_threshold()
-        return new.train(linear.training)
+    @staticmethod
+    def _shape_of(linear: nn.Linear) -> dict[str, Any]:
+        return {"in_features": linear.in_features, "out_features": linear.out_features}
 
 
 __all__ = ["DEAD_RATIO", "MaskedConv2d", "MaskedLayer", "MaskedLinear", "long_tail",

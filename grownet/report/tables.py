@@ -15,8 +15,9 @@ from typing import Any
 
 import pandas as pd
 
+from grownet.compare.measure import accuracy_text, columns
 from grownet.errors import UserError
-from grownet.runs.rundir import RunDir, load_spec
+from grownet.runs.rundir import RunDir, final_test_acc, load_spec
 from grownet.spec import ArchSpec
 
 try:  # Python >= 3.11
@@ -29,9 +30,7 @@ __all__ = ["COMPARE_COLUMNS", "RunTables", "format_compare", "human_seconds",
            "width_timeline"]
 
 #: the columns ``compare.csv`` must have (GPU latency columns are optional)
-COMPARE_COLUMNS = ("model", "method", "kind", "seeds", "params", "macs",
-                   "latency_cpu_b1_ms", "latency_cpu_b64_ms", "train_macs",
-                   "acc_mean", "acc_std")
+COMPARE_COLUMNS = tuple(c for c in columns(gpu=False) if c != "runs")
 
 
 @dataclass
@@ -97,14 +96,8 @@ def _read_csv(path: Path, **kwargs: Any) -> pd.DataFrame | None:
 
 
 def _final_test_acc(path: Path) -> float | None:
-    from safetensors import safe_open
-
-    if not path.is_file():
-        return None
     try:
-        with safe_open(str(path), framework="pt") as f:
-            value = (f.metadata() or {}).get("test_acc")
-        return float(value) if value is not None else None
+        return final_test_acc(path)
     except Exception:  # a half-copied or foreign file: the report falls back to metrics
         return None
 
@@ -149,7 +142,7 @@ def read_run(path: str | Path) -> RunTables:
         path=path, config=config, metrics=metrics, layers=layers, support=support,
         keep=keep, events=run.events(), stages=run.stage_specs(),
         final_spec=load_spec(final_arch) if final_arch.is_file() else None,
-        final_test_acc=_final_test_acc(path / "final" / "model.safetensors"))
+        final_test_acc=_final_test_acc(path))
 
 
 # ------------------------------------------------------------------ timelines
@@ -347,9 +340,7 @@ def format_compare(table: pd.DataFrame) -> pd.DataFrame:
         mean, std = row["acc_mean"], row["acc_std"]
         if _missing(mean):
             return "–"
-        if _missing(std):
-            return f"{100 * float(mean):.2f} %"
-        return f"{100 * float(mean):.2f} ± {100 * float(std):.2f} %"
+        return accuracy_text(float(mean), math.nan if _missing(std) else float(std))
 
     def count_text(value: Any) -> str:
         return "–" if _missing(value) else human(float(value))

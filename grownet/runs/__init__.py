@@ -2,7 +2,7 @@
 
 from grownet.runs.config import RunConfig
 from grownet.runs.files import atomic_torch_save, atomic_write_bytes, atomic_write_text
-from grownet.runs.rundir import RunDir, load_final_model, load_spec
+from grownet.runs.rundir import RunDir, final_test_acc, load_final_model, load_spec
 
 __all__ = ["RunConfig", "RunDir", "atomic_torch_save", "atomic_write_bytes",
-           "atomic_write_text", "load_final_model", "load_spec"]
+           "atomic_write_text", "final_test_acc", "load_final_model", "load_spec"]

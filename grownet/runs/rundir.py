@@ -80,6 +80,14 @@ class RunDir:
                 writer.writeheader()
             writer.writerow(row)
 
+    def rows(self, name: str) -> list[dict[str, str]]:
+        """The rows of table ``name`` (``metrics.csv``, ...) as strings; [] when absent."""
+        path = self.path / name
+        if not path.exists():
+            return []
+        with path.open(newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+
     def log_event(self, event: dict[str, Any]) -> None:
         with (self.path / "events.jsonl").open("a", encoding="utf-8") as f:
             f.write(json.dumps(event, sort_keys=True) + "\n")
@@ -94,18 +102,14 @@ class RunDir:
         """Drop rows and events of epochs >= ``epochs_done`` (written after the
         checkpoint that a resume starts from)."""
         for name in ("metrics.csv", "layers.csv", "support.csv", "keep.csv"):
-            path = self.path / name
-            if not path.exists():
-                continue
-            with path.open(newline="", encoding="utf-8") as f:
-                rows = list(csv.DictReader(f))
+            rows = self.rows(name)
             if not rows:
                 continue
             buf = io.StringIO()
             writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\r\n")
             writer.writeheader()
             writer.writerows(r for r in rows if int(r["epoch"]) < epochs_done)
-            atomic_write_text(path, buf.getvalue())
+            atomic_write_text(self.path / name, buf.getvalue())
         kept = [e for e in self.events() if int(e.get("epoch", -1)) < epochs_done]
         atomic_write_text(self.path / "events.jsonl",
                           "".join(json.dumps(e, sort_keys=True) + "\n" for e in kept))
@@ -186,6 +190,20 @@ def load_spec(path: str | Path) -> ArchSpec:
     if not path.is_file():
         raise UserError(f"{path} not found; pass a run directory or an arch.json file")
     return ArchSpec.from_json(path.read_text(encoding="utf-8"))
+
+
+def final_test_acc(run: str | Path) -> float | None:
+    """The final evaluation's test accuracy (a fraction): the ``test_acc`` metadata of
+    ``RUN/final/model.safetensors``; ``None`` when the run has not finished or the file
+    carries none."""
+    from safetensors import safe_open
+
+    path = Path(run) / "final" / "model.safetensors"
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        value = (f.metadata() or {}).get("test_acc")
+    return None if value is None else float(value)
 
 
 def load_final_model(run: str | Path) -> tuple[ArchSpec, torch.nn.Module]:

@@ -193,10 +193,11 @@ class Job:
         ratios = self.tracker.ratios() if self.tracker else {}
         if self.tracker:
             self.tracker.end_epoch(pos.epoch)
+        stage = self.grower.stage if self.grower else 0
         widths = self.spec.widths()
         for layer, ratio in ratios.items():  # the Γ path, epoch by epoch (report heatmap)
             self.run.append_row("support.csv", {
-                "stage": self.grower.stage if self.grower else 0, "epoch": pos.epoch,
+                "stage": stage, "epoch": pos.epoch,
                 "layer": layer, "width": widths[layer],
                 "selected": round(ratio * widths[layer]), "ratio": round(ratio, 6)})
         if self.dst:  # DST: the keep ratio plays the selection ratio's part
@@ -204,7 +205,6 @@ class Job:
             for layer, keep in ratios.items():
                 self.run.append_row("keep.csv", {"epoch": pos.epoch, "layer": layer,
                                                  "keep_ratio": round(keep, 6)})
-        stage = self.grower.stage if self.grower else 0
         row = {"stage": stage, "epoch": pos.epoch, "step": pos.step, "phase": pos.phase,
                "lr": lr, "train_loss": tr.loss, "train_acc": tr.acc, "test_loss": te.loss,
                "test_acc": te.acc, "params": cost.params, "macs": cost.macs,

@@ -71,16 +71,19 @@ class Totals:
     """Loss sum and correct count of an epoch, accumulated on the device (no sync)."""
 
     def __init__(self, device: torch.device) -> None:
-        self.sums = torch.zeros(2, device=device, dtype=torch.float64)
+        # two in-place adds per step; packed into one tensor only at the end
+        self.loss = torch.zeros((), device=device, dtype=torch.float64)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.seen = 0  # known on the host: batch sizes
 
     def add(self, loss_sum: torch.Tensor, logits: torch.Tensor, yb: torch.Tensor) -> None:
-        correct = (logits.argmax(1) == yb).sum()
-        self.sums += torch.stack([loss_sum.double(), correct.double()])
+        self.loss += loss_sum
+        self.correct += (logits.argmax(1) == yb).sum()
         self.seen += yb.shape[0]
 
     def result(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None) -> EpochResult:
-        sums = torch.cat([self.sums, self.sums.new_tensor([float(self.seen)])])
+        sums = torch.stack([self.loss, self.correct.double(),
+                            self.loss.new_tensor(float(self.seen))])
         if reduce is not None:
             sums = reduce(sums)
         loss, correct, seen = sums.tolist()  # the epoch's one host sync
