@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
 from matplotlib.path import Path as MplPath
 
-from grownet.runs.files import atomic_write
+from grownet.atomic import atomic_write
 
 __all__ = ["draw_graph"]
 

@@ -15,7 +15,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from grownet.runs.files import atomic_write
+from grownet.atomic import atomic_write
 
 GRAPHML_NAME = "graph.graphml"
 JSON_NAME = "graph.json"

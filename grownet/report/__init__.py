@@ -84,7 +84,7 @@ def write_report(run: str | Path, out: str | Path | None = None,
     pathlib.Path
         Where the report went.
     """
-    from grownet.runs.files import atomic_write_text
+    from grownet.atomic import atomic_write_text
 
     text = make_report(run, compare)  # everything is built before anything is written
     path = Path(out) if out is not None else Path(run) / "report.html"

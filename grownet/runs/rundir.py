@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from grownet.errors import UserError
-from grownet.runs.files import atomic_torch_save, atomic_write_bytes, atomic_write_text
+from grownet.atomic import atomic_torch_save, atomic_write_bytes, atomic_write_text
 from grownet.spec import ArchSpec
 
 CHECKPOINT = "checkpoints/last.pt"

@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash or SIGKILL leaves either the old file or the new one."""
+"""Atomic file writes (a leaf: imports nothing of grownet): a crash or SIGKILL leaves
+either the old file or the new one."""
 
 from __future__ import annotations
 
