@@ -23,11 +23,11 @@ def _run(variant: str, seed: int, out: Path, extra: dict) -> dict:
 
     torch.set_num_threads(1)  # several runs side by side on a small CPU
     from grownet.runs import RunConfig
-    from grownet.train.job import start_job
+    from grownet.grow.job import start_job
 
     folder = out / f"{variant}-s{seed}"
     if variant in ("grow", "grow-reset"):
-        cfg = RunConfig(seed=seed, carry_state=variant == "grow", **extra)
+        cfg = RunConfig(seed=seed, growth={"carry_state": variant == "grow"}, **extra)
     else:  # fixed architectures, trained as many epochs as the grown run took
         grown = out / f"grow-s{seed}"
         arch = str(grown / "stages" / "000" / "arch.json") if variant == "narrow" else str(

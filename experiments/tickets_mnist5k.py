@@ -31,7 +31,7 @@ def _run(arch: str, method: str, seed: int, epochs: int, out: Path) -> dict:
     from grownet.prune import prune_run
     from grownet.runs import RunConfig
     from grownet.spec import preset
-    from grownet.train.job import start_job
+    from grownet.grow.job import start_job
 
     dense = count(preset(arch, (1, 28, 28), 10))
     folder = out / f"{arch}-{method}-s{seed}"

@@ -7,7 +7,7 @@ import sys
 import torch
 
 from grownet.runs import RunConfig
-from grownet.train.job import start_job
+from grownet.grow.job import start_job
 
 if __name__ == "__main__":
     config, out, dump = sys.argv[1:4]

@@ -20,13 +20,13 @@ from grownet.data import DeviceLoader
 from grownet.dist import DistContext, unwrap
 from grownet.grow import Decision
 from grownet.runs import RunConfig
-from grownet.train.job import start_job
+from grownet.grow.job import start_job
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 # Without BatchNorm: under gloo each rank normalises over its own shard, which one
 # process with the whole batch does not; every other part of the step is the same sum.
-CFG = {"data": "digits", "epochs": 10, "batch_size": 64, "epochs_per_stage": 2,
-       "finetune_epochs": 2, "entry_epochs": 3.0, "seed": 0, "device": "cpu"}
+CFG = {"data": "digits", "epochs": 10, "batch_size": 64, "entry_epochs": 3.0, "seed": 0,
+       "device": "cpu", "growth": {"epochs_per_stage": 2, "finetune_epochs": 2}}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -183,8 +183,9 @@ def test_a_killed_ddp_run_resumes_to_the_same_end(ddp_run, tiny_start, tmp_path)
     out, _ = ddp_run
     killed = tmp_path / "killed"
     flags = ["grow", "--from", tiny_start, "--quiet", "--out", str(killed)]
-    for key, value in CFG.items():
-        flags += [f"--{key.replace('_', '-')}", str(value)]
+    for key, value in {**CFG, **CFG["growth"]}.items():
+        if key != "growth":
+            flags += [f"--{key.replace('_', '-')}", str(value)]
     proc = subprocess.Popen(torchrun("-m", "grownet", *flags), env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics, deadline = killed / "metrics.csv", time.time() + 240

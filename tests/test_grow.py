@@ -15,7 +15,9 @@ def _setup(name: str = "seed", shape=(1, 12, 12), **policy):
     spec = gn.ArchSpec.preset(name, in_shape=shape, num_classes=4)
     model = gn.build(spec)
     opt = gn.DessiLBI(gn.lbi_param_groups(model), lr=0.1, nu=100.0)
-    pol = gn.GrowthPolicy(**{"epochs_per_stage": 2, **policy})
+    # the reference's growth numbers (ALGORITHMS A11), which the assertions below spell out
+    ref = {"epochs_per_stage": 2, "grow_ratio": 1.1, "max_width": 512, "max_stages": None}
+    pol = gn.GrowthPolicy(**{**ref, **policy})
     return spec, model, opt, gn.Grower(spec, model, opt, pol)
 
 
@@ -178,9 +180,14 @@ def test_policy_validation():
         gn.GrowthPolicy(tau={"s1": 0.0})
     with pytest.raises(UserError, match="grow_ratio"):
         gn.GrowthPolicy(grow_ratio=0.5)
-    assert gn.GrowthPolicy(grow_num=None).widened(16, "residual") == 20
-    assert gn.GrowthPolicy(grow_num=None).widened(100, "plain") == 110
+    ref = {"grow_ratio": 1.1, "max_width": 512}  # the reference's numbers (A11)
+    assert gn.GrowthPolicy(grow_num=None, **ref).widened(16, "residual") == 20
+    assert gn.GrowthPolicy(grow_num=None, **ref).widened(100, "plain") == 110
     assert gn.GrowthPolicy(max_width=20).widened(16, "plain") == 20
+    # the defaults are grownet grow's: x1.5, at least +8 (plain) / +4 (residual), <= 128
+    assert gn.GrowthPolicy().widened(16, "plain") == 24
+    assert gn.GrowthPolicy().widened(4, "residual") == 8
+    assert gn.GrowthPolicy().widened(100, "plain") == 128
 
 
 def test_grower_state_round_trip():

@@ -21,13 +21,13 @@ import grownet as gn
 from grownet.cli import main
 from grownet.data import load_dataset
 from grownet.runs import RunConfig, load_final_model
-from grownet.train.job import start_job
+from grownet.grow.job import start_job
 from grownet.train.loop import evaluate
 
 # Real 8x8 digits: a width-2 start squeezes them through 8 features; growth must widen.
 IN_SHAPE = (1, 8, 8)
-FAST = {"epochs": 14, "batch_size": 64, "epochs_per_stage": 2, "finetune_epochs": 2,
-        "entry_epochs": 3.0, "max_width": 48}
+FAST = {"epochs": 14, "batch_size": 64, "entry_epochs": 3.0,
+        "growth": {"epochs_per_stage": 2, "finetune_epochs": 2, "max_width": 48}}
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +103,7 @@ def test_final_model_reproduces_saved_accuracy(grown, task):
 
 def test_growth_beats_the_narrow_start(grown, task, tiny_start, tmp_path):
     cfg = RunConfig(command="train", arch=tiny_start, method="dessilbi", seed=0,
-                    **{k: v for k, v in FAST.items() if k != "finetune_epochs"})
-    cfg.epochs = grown.epochs
+                    **{**FAST, "growth": {}, "epochs": grown.epochs})
     narrow = start_job(cfg, tmp_path / "narrow", quiet=True, dataset=task)
     assert narrow.params < grown.params
     assert grown.test_acc > narrow.test_acc + 0.05
@@ -205,14 +204,15 @@ def test_config_file_is_rerunnable_and_flags_override(tmp_path):
     from grownet.cli.common import resolve_config
     from grownet.cli.grow import ALL_FLAGS
 
-    cfg = RunConfig(tau=0.6, epochs=9, finetune_epochs=3)
+    cfg = RunConfig(epochs=9, growth={"tau": 0.6, "finetune_epochs": 3})
     path = tmp_path / "c.toml"
     path.write_text(cfg.to_toml())
     assert RunConfig.from_toml(path) == cfg
     args = make_parser().parse_args(["grow", "--config", str(path), "--epochs", "5",
                                      "--finetune-epochs", "2"])
-    resolved = resolve_config(args, "grow", ALL_FLAGS)
-    assert resolved.tau == 0.6 and resolved.epochs == 5 and resolved.finetune_epochs == 2
+    resolved, policy = resolve_config(args, "grow", ALL_FLAGS)
+    assert policy.tau_for("s1_l0", "s1") == 0.6 and resolved.epochs == 5
+    assert policy.finetune_epochs == 2
 
 
 def test_initialisation_is_carried_through_growth(grown, tiny_start):

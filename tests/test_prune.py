@@ -31,10 +31,10 @@ from grownet.prune import (
 from grownet.runs import RunConfig, RunDir, load_final_model
 from grownet.spec import ArchSpec, Block, Layer, Stage
 from grownet.surgery import deepen, widen
-from grownet.train.job import start_job
+from grownet.grow.job import start_job
 
-TINY = {"data": "digits", "epochs": 6, "epochs_per_stage": 2, "finetune_epochs": 2,
-        "entry_epochs": 1.0, "batch_size": 64}
+TINY = {"data": "digits", "epochs": 6, "entry_epochs": 1.0, "batch_size": 64,
+        "growth": {"epochs_per_stage": 2, "finetune_epochs": 2}}
 
 
 @pytest.fixture(scope="module")

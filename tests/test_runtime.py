@@ -11,11 +11,11 @@ import torch
 import grownet as gn
 from grownet.dist import DistContext, unwrap
 from grownet.runs import RunConfig
-from grownet.train.job import start_job
+from grownet.grow.job import start_job
 from grownet.train.runtime import Runtime
 
-CFG = {"data": "digits", "epochs": 3, "batch_size": 128, "epochs_per_stage": 1, "max_stages": 2,
-       "finetune_epochs": 1, "entry_epochs": 1.0, "seed": 0, "device": "cpu"}
+CFG = {"data": "digits", "epochs": 3, "batch_size": 128, "entry_epochs": 1.0, "seed": 0,
+       "device": "cpu", "growth": {"epochs_per_stage": 1, "max_stages": 2, "finetune_epochs": 1}}
 
 
 def _start(tmp_path: Path) -> str:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grownet.runs import RunConfig
+from grownet.runs.config import read_toml
+
+if TYPE_CHECKING:
+    from grownet.grow import GrowthPolicy
+    from grownet.train.job import ObserverFactory
 
 # (flag, config key, type, help). Defaults are None so that only flags given on the
 # command line override the config file.
@@ -55,12 +60,28 @@ def add_flags(parser: argparse.ArgumentParser, flags: tuple) -> None:
             parser.add_argument(*names, dest=key, type=kind, default=None, help=text)
 
 
-def resolve_config(args: argparse.Namespace, command: str, flags: tuple) -> RunConfig:
-    """Defaults, then ``--config``, then the flags given on the command line."""
-    cfg = RunConfig(command=command)
+def resolve_config(args: argparse.Namespace, command: str, flags: tuple
+                   ) -> tuple[RunConfig, GrowthPolicy]:
+    """Defaults, then ``--config``, then the flags given on the command line: the run's
+    configuration and its growth policy, each built and checked once."""
+    from grownet.grow import GrowthPolicy
+
+    layers = []
     if args.config:
-        cfg = RunConfig.from_toml(args.config, base=cfg)
-        cfg.command = command
+        layers.append((read_toml(args.config), args.config))
     given = {key: getattr(args, key) for _, key, _, _ in flags
              if getattr(args, key, None) is not None}
-    return cfg.updated(given, "command-line flags").validate()
+    layers += [(given, "command-line flags"), ({"command": command}, "the command")]
+    cfg = RunConfig().layered(layers)
+    source = args.config or "command-line flags"
+    return cfg, GrowthPolicy.from_config(cfg.growth, source)
+
+
+def observer_for(cfg: RunConfig) -> ObserverFactory | None:
+    """``--tensorboard``'s logger (checked to be installed before anything is written)."""
+    if not cfg.tensorboard:
+        return None
+    from grownet.report.tensorboard import TensorBoardLog, require_tensorboard
+
+    require_tensorboard()
+    return TensorBoardLog

@@ -38,19 +38,16 @@ def in_shape_arg(text: str) -> tuple[int, int, int]:
 def find_arch_json(target: str) -> Path | None:
     """The arch.json a run directory or path names: ``final/arch.json``, else the
     highest-numbered ``stages/NNN/arch.json``; ``None`` when there is none."""
+    from grownet.runs import RunDir
+
     path = Path(target)
     if path.is_file():
         return path
     if not path.is_dir():
         return None
-    for candidate in (path / "final" / "arch.json", path / "arch.json"):
-        if candidate.is_file():
-            return candidate
-    stages = [d for d in (path / "stages").glob("*") if d.name.isdigit()
-              and (d / "arch.json").is_file()]
-    if stages:
-        return max(stages, key=lambda d: int(d.name)) / "arch.json"
-    return None
+    if (path / "arch.json").is_file():  # a stage or final/ folder
+        return path / "arch.json"
+    return RunDir(path).latest_arch()
 
 
 def load_target(target: str, in_shape: tuple[int, ...] | None,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from grownet.cli.common import TRAINING_FLAGS, add_flags, add_training_flags, resolve_config
+from grownet.cli.common import (
+    TRAINING_FLAGS,
+    add_flags,
+    add_training_flags,
+    observer_for,
+    resolve_config,
+)
 
 GROW_FLAGS = (
     # --from: under torchrun, whose own parser mistakes --start for --start-method
@@ -13,7 +19,8 @@ GROW_FLAGS = (
     ("--tau", "tau", float, "saturation threshold in (0, 1] (default 0.8)"),
     ("--epochs-per-stage", "epochs_per_stage", int, "epochs between growth checks "
      "(default 3)"),
-    ("--grow-num", "grow_num", int, "filters added at least (default 8)"),
+    ("--grow-num", "grow_num", int, "filters added at least (default 8 for plain nets, "
+     "4 for residual nets)"),
     ("--grow-ratio", "grow_ratio", float, "width factor at least (default 1.5)"),
     ("--depth-patience", "depth_patience", int, "checks a stage must stay saturated "
      "before a layer is inserted (default 2)"),
@@ -50,9 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grownet.train.job import start_job
+    from grownet.grow import GrowJob
 
     flags = ALL_FLAGS + (("", "carry_state", bool, ""), ("", "depth", bool, ""))
-    cfg = resolve_config(args, "grow", flags)
-    start_job(cfg, args.out, quiet=args.quiet)
+    cfg, policy = resolve_config(args, "grow", flags)
+    GrowJob.start(cfg, args.out, quiet=args.quiet, observer=observer_for(cfg), policy=policy)
     return 0

@@ -24,7 +24,7 @@ def layer_table(run_path: str, stage: int | None = None):
     from grownet.runs import RunDir
 
     run = RunDir.open(run_path)
-    path = run.path / "layers.csv"
+    path = run.layers
     if not path.is_file():
         raise UserError(f"{path} not found: the run has not finished a stage yet")
     # nullable ints: the classifier has no support, and a NaN would turn counts into floats

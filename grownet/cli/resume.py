@@ -16,7 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grownet.train.job import resume_job
+    from grownet.cli.common import observer_for
+    from grownet.grow import resume_job
+    from grownet.runs import RunDir
 
-    resume_job(args.run, quiet=args.quiet)
+    observer = observer_for(RunDir.open(args.run).config())
+    resume_job(args.run, quiet=args.quiet, observer=observer)
     return 0

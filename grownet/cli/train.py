@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from grownet.cli.common import TRAINING_FLAGS, add_flags, add_training_flags, resolve_config
+from grownet.cli.common import (
+    TRAINING_FLAGS,
+    add_flags,
+    add_training_flags,
+    observer_for,
+    resolve_config,
+)
 
 TRAIN_FLAGS = (
     ("--arch", "arch", str, "preset to train (default lenet5); see 'grownet count --help'"),
@@ -26,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grownet.train.job import start_job
+    from grownet.train.job import TrainJob
 
-    cfg = resolve_config(args, "train", TRAINING_FLAGS + TRAIN_FLAGS)
-    start_job(cfg, args.out, quiet=args.quiet)
+    cfg, _ = resolve_config(args, "train", TRAINING_FLAGS + TRAIN_FLAGS)
+    TrainJob.start(cfg, args.out, quiet=args.quiet, observer=observer_for(cfg))
     return 0

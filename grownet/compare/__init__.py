@@ -34,7 +34,7 @@ from grownet.compare.plan import (
     make_plan,
     run_plan,
 )
-from grownet.runs import RunConfig
+from grownet.runs import RunConfig, RunDir
 
 
 @dataclass
@@ -109,7 +109,7 @@ def compare(runs: Sequence[str | Path], backbones: str | Sequence[str],
         if job.path.resolve() not in seen:
             seen.add(job.path.resolve())
             todo.append((job.path.resolve(), job.arch, job.method, "backbone", job.seed,
-                         RunConfig.from_toml(job.path / "config.toml")))
+                         RunDir(job.path).config()))
     say(f"measuring {len(todo)} runs (latency: median of {latency_repeats} forwards)")
     measures = [measure_run(p, model, method, kind, seed, timer)
                 for p, model, method, kind, seed, _ in todo]

@@ -40,7 +40,7 @@ def columns(gpu: bool) -> list[str]:
 def final_accuracy(run: str | Path) -> float:
     """The final evaluation's test accuracy (a fraction), from the ``test_acc`` metadata
     of ``final/model.safetensors``."""
-    path = Path(run) / "final" / "model.safetensors"
+    path = RunDir(run).final_weights
     if not path.is_file():
         raise UserError(f"{path} not found: the run has not finished; "
                         f"run 'grownet resume {run}' first")
@@ -54,7 +54,7 @@ def final_accuracy(run: str | Path) -> float:
 def last_train_macs(run: str | Path) -> float:
     """Training compute of the whole run in MACs: the last row's ``train_macs`` of
     ``metrics.csv`` (a running total over every epoch and growth stage)."""
-    path = Path(run) / "metrics.csv"
+    path = RunDir(run).metrics
     if not path.is_file():
         raise UserError(f"{path} not found; pass a run directory a training command wrote")
     rows = RunDir(run).rows("metrics.csv")

@@ -19,7 +19,7 @@ from typing import Any
 
 from grownet.compare.measure import final_accuracy
 from grownet.cost import count, human
-from grownet.runs import RunConfig, RunDir, atomic_write_bytes, load_spec
+from grownet.runs import RunDir, atomic_write_bytes, load_spec
 
 
 @dataclass(frozen=True)
@@ -133,12 +133,12 @@ def _draw_path(ax: Any, run: Path, color: str) -> None:
         return
     xs = [float(p.macs) for p in path]
     ys = [p.acc * 100 for p in path]
-    final = (float(count(load_spec(Path(run) / "final" / "arch.json")).macs),
+    final = (float(count(load_spec(RunDir(run).final_arch)).macs),
              final_accuracy(run) * 100)
     if (xs[-1], round(ys[-1], 4)) != (final[0], round(final[1], 4)):
         xs.append(final[0])
         ys.append(final[1])
-    seed = RunConfig.from_toml(Path(run) / "config.toml").seed
+    seed = RunDir(run).config().seed
     ax.plot(xs, ys, "-", marker=".", color=color, alpha=0.6, zorder=2,
             label=f"growth path of seed {seed} ({Path(run).name}): a point per stage, "
                   "× its final net")

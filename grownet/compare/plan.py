@@ -31,18 +31,6 @@ from grownet.spec import PRESETS, ArchSpec, SpecError, preset
 
 #: keys every given run must share: the same data, split and batches
 AGREE = ("data", "data_root", "augment", "batch_size")
-FINAL = Path("final") / "model.safetensors"
-
-
-def is_finished(path: str | Path) -> bool:
-    """Whether a run directory holds its final model (written last, at the very end)."""
-    return (Path(path) / FINAL).is_file()
-
-
-def epochs_trained(path: str | Path) -> int:
-    """Rows of ``metrics.csv``: the epochs a run actually trained (a grow run may stop
-    growing, hence train, fewer than its ``epochs``)."""
-    return len(RunDir(path).rows("metrics.csv"))
 
 
 #: how a run executed, not what it is: ignored when deciding whether a run can be reused
@@ -128,12 +116,12 @@ def load_given(paths: Sequence[str | Path]) -> list[GivenRun]:
         if path in seen:
             continue
         seen.add(path)
-        cfg = RunConfig.from_toml(path / "config.toml")
-        if not is_finished(path):
-            raise UserError(f"{p} has not finished (no {FINAL}); run 'grownet resume {p}' "
-                            "first")
-        runs.append(GivenRun(path, cfg, epochs_trained(path),
-                             load_spec(path / "final" / "arch.json")))
+        if not run.finished:
+            raise UserError(f"{p} has not finished (no {run.final_weights}); run "
+                            f"'grownet resume {p}' first")
+        # a grow run may stop growing, hence train, fewer than its ``epochs``
+        runs.append(GivenRun(path, run.config(), run.epochs_trained(),
+                             load_spec(run.final_arch)))
     first = runs[0]
     for run in runs[1:]:
         for key in AGREE:
@@ -210,11 +198,12 @@ def parse_list(text: str | Sequence[str], what: str) -> list[str]:
 def backbone_config(base: RunConfig, arch: str, method: str, seed: int, epochs: int,
                     device: str | None = None) -> RunConfig:
     """``base`` (a given run's config) turned into a fixed-backbone train config."""
-    values = {"command": "train", "arch": arch, "method": method, "seed": seed,
-              "epochs": epochs, "max_params": 0, "max_macs": 0}
+    values: dict[str, object] = {"command": "train", "arch": arch, "method": method,
+                                 "seed": seed, "epochs": epochs}
     if device is not None:
         values["device"] = device
-    return base.updated(values, "grownet compare").validate()
+    # growth settings limit growth only; a fixed backbone has none
+    return base.replace(growth={}).updated(values, "grownet compare")
 
 
 def make_plan(given: Sequence[GivenRun], backbones: Sequence[str], methods: Sequence[str],
@@ -297,15 +286,16 @@ def _decide(cfg: RunConfig, given: Sequence[GivenRun], out: Path) -> BackboneJob
     if not path.exists() or (path.is_dir() and not any(path.iterdir())):
         return job
     fix = "choose another --out or delete it"
-    if not (path / "config.toml").is_file():
+    existing = RunDir(path)
+    if not existing.config_path.is_file():
         raise UserError(f"{path} exists but is not a grownet run; {fix}")
-    have = RunConfig.from_toml(path / "config.toml")
+    have = existing.config()
     if not same_config(have, cfg):
         diff = ", ".join(config_differences(have, cfg, ignore=EXECUTION_KEYS))
         raise UserError(f"{path} holds a run with a different config ({diff}); {fix}")
-    if is_finished(path):
+    if existing.finished:
         job.action, job.cfg = "reused", have
-    elif (path / "checkpoints" / "last.pt").is_file():
+    elif existing.checkpoint.is_file():
         job.action, job.cfg = "resumed", have  # a resume keeps the run's own device
     else:  # killed inside its first epoch: nothing was finished, start it again
         job.note = "(restarted: killed before its first epoch ended)"
@@ -316,7 +306,7 @@ def run_plan(plan: Plan, verbose: bool = False,
              say: Callable[[str], None] = print) -> None:
     """Train or resume the jobs that need it; one line per job (reused / resumed /
     training). The jobs' own output is shown only when ``verbose``."""
-    from grownet.train.job import resume_job, start_job
+    from grownet.train.job import TrainJob
 
     n = len(plan.jobs)
     for i, job in enumerate(plan.jobs, 1):
@@ -329,10 +319,10 @@ def run_plan(plan: Plan, verbose: bool = False,
             io.StringIO())
         with sink:
             if job.action == "resumed":
-                result = resume_job(job.path, quiet=not verbose)
+                result = TrainJob.resume(job.path, quiet=not verbose)
             else:
                 if job.path.exists():  # restart: config.toml only, no finished epoch
                     shutil.rmtree(job.path)
-                result = start_job(job.cfg, job.path, quiet=not verbose)
+                result = TrainJob.start(job.cfg, job.path, quiet=not verbose)
         say(f"      test accuracy {result.test_acc * 100:.2f}%, "
             f"{time.perf_counter() - t0:.1f} s")

@@ -23,15 +23,17 @@ from torch import nn
 
 from grownet import surgery
 from grownet.cost import count
-from grownet.errors import UserError
 from grownet.grow.policy import GrowthPolicy
+from grownet.path import SupportTracker
 from grownet.spec import ArchSpec, LayerShape
 
 
 @dataclass
 class GrowthEvent:
     """What one check decided. ``kind`` is ``"grow"`` (a new spec/model/optimizer) or
-    ``"stop"`` (growth is over; the same model goes on to fine-tuning)."""
+    ``"stop"`` (growth is over; the same model goes on to fine-tuning). A growth event
+    carries the :class:`~grownet.surgery.Change` it made, which a
+    :class:`~grownet.path.SupportTracker` follows (:meth:`SupportTracker.follow`)."""
 
     epoch: int
     kind: str
@@ -43,6 +45,7 @@ class GrowthEvent:
     before: dict[str, int] = field(default_factory=dict)
     after: dict[str, int] = field(default_factory=dict)
     stage: int = 0
+    change: surgery.Change | None = None  # grow: which channel continues which
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record for ``events.jsonl`` (no tensors)."""
@@ -110,14 +113,21 @@ class Grower:
 
     Call :meth:`step` after every epoch; it returns ``None`` between checks, else a
     :class:`GrowthEvent` whose ``model``/``optimizer`` replace the old ones.
+
+    Γ is read through ``tracker`` (a :class:`~grownet.path.SupportTracker` of
+    ``optimizer``; one is made when none is given): pass the tracker your loop keeps,
+    and it follows every growth step itself, with its entry history.
     """
 
     def __init__(self, spec: ArchSpec, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 policy: GrowthPolicy | None = None,
+                 policy: GrowthPolicy | None = None, *,
+                 tracker: SupportTracker | None = None,
                  optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
                  decider: bool = True,
                  share: Callable[[Decision | None], Decision] | None = None) -> None:
         self.spec, self.model, self.optimizer = spec, model, optimizer
+        # the one reader of Γ; it follows every growth step (entry history carried)
+        self.tracker = tracker if tracker is not None else SupportTracker(optimizer)
         # data parallel: only the decider reads Γ and decides; ``share`` hands its
         # decision to every rank (a broadcast from rank 0)
         self.decider, self.share = decider, share
@@ -128,26 +138,13 @@ class Grower:
         self.done = False
         self.stop_reason = ""
         self.streak: dict[str, int] = {}  # consecutive fully-saturated checks per stage
-        self.last_change: surgery.Change | None = None  # channel maps of the last growth
 
     # ----------------------------------------------------------------- collect
     def ratios(self) -> dict[str, float]:
-        """Selection ratio of every coupled layer, read with one host sync."""
-        params = dict(self.model.named_parameters())
-        names, values = [], []
-        for s in self.spec.shapes():
-            p = params.get(f"{s.id}.weight")
-            if p is None or s.role == "head":
-                continue
-            try:
-                support = self.optimizer.support(p)
-            except UserError:
-                continue  # a plain (uncoupled) tensor has no support
-            names.append(s.id)
-            values.append(support.float().mean())
-        if not values:
-            return {}
-        return dict(zip(names, torch.stack(values).tolist(), strict=True))
+        """Selection ratio of every growable coupled layer, as the tracker reads it (one
+        host sync)."""
+        growable = {m for u in growable_units(self.spec) for m in u.members}
+        return {k: v for k, v in self.tracker.ratios().items() if k in growable}
 
     # ----------------------------------------------------------------- the step
     def step(self, epoch: int) -> GrowthEvent | None:
@@ -292,21 +289,23 @@ class Grower:
         change = surgery.plan(self.spec, new_spec)
         old_opt = self.optimizer if self.policy.carry_state else None
         model, optimizer = surgery.transplant(
-            self.model, new_spec, init=self.policy.init, old_optimizer=old_opt,
-            new_optimizer_factory=self.optimizer_factory)
+            self.model, new_spec, init=self.policy.widen_init, old_optimizer=old_opt,
+            new_optimizer_factory=self.optimizer_factory, change=change)
         if optimizer is None:  # reset: the reference's fresh optimizer per stage
             optimizer = self.optimizer_factory(model)
         self.spec, self.model, self.optimizer = new_spec, model, optimizer
         self.stage += 1
         self.stage_start = epoch + 1
-        self.last_change = change
         # Every width that moved (option-A streams downstream of a widened one move too)
         widths = {k: list(v) for k, v in change.widths().items()}
         reason = "; ".join(change.summary().splitlines())
-        return GrowthEvent(epoch, "grow", f"saturated → {reason}", new_spec, model,
-                           optimizer, changes=changes + [{"op": "result", "widths": widths,
-                                                          "inserted": list(change.inserted)}],
-                           before=before, after=_cost(new_spec), stage=self.stage)
+        event = GrowthEvent(epoch, "grow", f"saturated → {reason}", new_spec, model,
+                            optimizer, changes=changes + [{"op": "result", "widths": widths,
+                                                           "inserted": list(change.inserted)}],
+                            before=before, after=_cost(new_spec), stage=self.stage,
+                            change=change)
+        self.tracker.follow(event)
+        return event
 
     # ------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:

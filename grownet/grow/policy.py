@@ -1,5 +1,7 @@
 """`GrowthPolicy`: when a layer saturates, how much it widens, when a stage deepens,
-and the budgets a grown net never exceeds.
+the budgets a grown net never exceeds, and how long it is fine-tuned. It is the one
+source of growth settings and their defaults: ``grownet grow``'s flags and the
+``[growth]`` table of a run's ``config.toml`` map onto its fields by name.
 
 Rules (ALGORITHMS.md A11, extended with depth):
 
@@ -15,17 +17,26 @@ Rules (ALGORITHMS.md A11, extended with depth):
   already at ``max_width``. A plain stage gets a conv layer at its end, a residual
   stage a basic block at its end (both initialised as the identity).
 * **Stop** at a check where no layer saturates, or when a budget is reached
-  (``max_stages`` growth steps, ``max_epochs`` of growth). Widening that would exceed
-  ``max_params`` or ``max_macs`` is clipped to the largest width that fits, or
-  skipped; the event says so.
+  (``max_stages`` architectures, the start included; ``max_epochs`` of growth).
+  Widening that would exceed ``max_params`` or ``max_macs`` is clipped to the largest
+  width that fits, or skipped; the event says so.
+* **Fine-tune** ``finetune_epochs`` epochs after growth stops (the grow job).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from grownet.errors import UserError
+from grownet.runs.config import RunConfig, coerce
+
+WIDEN_INITS = ("zero", "split", "random")
+# The config type of each optional field (None means "no budget" / "family default").
+_OPTIONAL = {"grow_num": "int", "max_params": "int", "max_macs": "int",
+             "max_stages": "int", "max_epochs": "int"}
 
 
 @dataclass(frozen=True)
@@ -37,18 +48,19 @@ class GrowthPolicy:
     """
 
     tau: float | Mapping[str, float] = 0.8
-    epochs_per_stage: int = 10
+    epochs_per_stage: int = 3
     grow_num: int | None = None
-    grow_ratio: float = 1.1
+    grow_ratio: float = 1.5
     depth: bool = True
     depth_patience: int = 2
-    max_width: int = 512
+    max_width: int = 128
     max_params: int | None = None
     max_macs: int | None = None
-    max_stages: int | None = None
+    max_stages: int | None = 6
     max_epochs: int | None = None
-    carry_state: bool = True
-    init: str = "zero"
+    finetune_epochs: int = 6
+    carry_state: bool = True  # carry V, Γ and momentum across growth (False: reset)
+    widen_init: str = "zero"
     _taus: dict[str, float] = field(default_factory=dict, init=False, repr=False,
                                     compare=False)
 
@@ -56,18 +68,66 @@ class GrowthPolicy:
         taus = dict(self.tau) if isinstance(self.tau, Mapping) else {"default": self.tau}
         taus.setdefault("default", 0.8)
         for key, value in taus.items():
-            if not 0 < float(value) <= 1:
-                raise UserError(f"tau for {key!r} is {value}; it must lie in (0, 1]")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0 < float(value) <= 1:
+                raise UserError(f"tau for {key!r} is {value!r}; it must lie in (0, 1]")
         object.__setattr__(self, "_taus", {k: float(v) for k, v in taus.items()})
-        if self.epochs_per_stage < 1:
-            raise UserError("epochs_per_stage must be >= 1")
-        if self.grow_ratio < 1:
-            raise UserError(f"grow_ratio is {self.grow_ratio}; it must be >= 1")
-        if self.grow_num is not None and self.grow_num < 1:
-            raise UserError(f"grow_num is {self.grow_num}; it must be >= 1")
-        if self.init not in ("zero", "split", "random"):
-            raise UserError(f"unknown widen init {self.init!r}; use zero, split or random")
 
+        def need(ok: bool, key: str, what: str) -> None:
+            if not ok:
+                raise UserError(f"growth setting {key!r} = {getattr(self, key)!r}: {what}")
+
+        need(self.epochs_per_stage >= 1, "epochs_per_stage", "must be >= 1")
+        need(self.grow_num is None or self.grow_num >= 1, "grow_num", "must be >= 1")
+        need(self.grow_ratio >= 1, "grow_ratio", "must be >= 1")
+        need(self.depth_patience >= 1, "depth_patience", "must be >= 1")
+        need(self.max_width >= 1, "max_width", "must be >= 1")
+        for key in ("max_params", "max_macs", "max_stages", "max_epochs"):
+            need(getattr(self, key) is None or getattr(self, key) >= 1, key,
+                 "must be >= 1 (or absent: no budget)")
+        need(self.finetune_epochs >= 0, "finetune_epochs", "must be >= 0")
+        need(self.widen_init in WIDEN_INITS, "widen_init",
+             f"use one of {', '.join(WIDEN_INITS)}")
+
+    # ---------------------------------------------------------- the config's table
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any], source: str = "the configuration"
+                    ) -> GrowthPolicy:
+        """The policy of a configuration's growth settings (``RunConfig.growth``): every
+        key a field of this class, of its type; absent keys take the defaults above."""
+        known = {f.name: f for f in fields(cls) if f.init}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                others = [f.name for f in fields(RunConfig) if f.name != "growth"]
+                raise UserError(f"unknown config key {key!r} in {source}; known keys: "
+                                f"{', '.join(others)}; growth settings: "
+                                f"{', '.join(known)}")
+            if key == "tau" and isinstance(value, Mapping):
+                kwargs[key] = dict(value)
+            elif key == "tau":
+                kwargs[key] = coerce(key, value, "float", source)
+            elif key in _OPTIONAL:
+                kwargs[key] = None if value is None else coerce(key, value, _OPTIONAL[key],
+                                                                source)
+            else:
+                kwargs[key] = coerce(key, value, known[key].type, source)
+        return cls(**kwargs)
+
+    def to_config(self) -> dict[str, Any]:
+        """``{field: value}`` for a ``[growth]`` table; unset budgets are left out."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.init and value is not None:
+                out[f.name] = dict(value) if isinstance(value, Mapping) else value
+        return out
+
+    def replace(self, **changes: Any) -> GrowthPolicy:
+        """A copy with fields changed (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------- rules
     def tau_for(self, layer_id: str, stage_id: str | None) -> float:
         """τ of a layer: its own entry, else its stage's, else the default."""
         for key in (layer_id, stage_id):

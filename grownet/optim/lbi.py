@@ -113,6 +113,38 @@ class DessiLBI(CoupledUpdate, SupportReadout, torch.optim.Optimizer):
         self._scale_bufs: dict[tuple, tuple[Tensor, list[Tensor]]] = {}
         super().__init__(params, defaults)
 
+    @classmethod
+    def for_model(
+        cls,
+        model: torch.nn.Module,
+        steps_per_epoch: int,
+        *,
+        lr: float = 0.1,
+        entry_epochs: float = 3.0,
+        nu: float = 100.0,
+        lam: float | None = None,
+        **kwargs: Any,
+    ) -> DessiLBI:
+        """A DessiLBI for ``model`` with growth's groups and its λ paced to the data.
+
+        The defaults are ``grownet grow``'s: ``lr`` 0.1, ``nu`` 100, momentum 0.9, and
+        λ chosen so that a filter of norm 1 enters Γ's support after ``entry_epochs``
+        epochs of ``steps_per_epoch`` steps (:func:`~grownet.optim.lam_for_entry`);
+        pass ``lam`` to fix it instead. Groups: :func:`~grownet.optim.lbi_param_groups`.
+
+        Examples
+        --------
+        >>> opt = DessiLBI.for_model(model, steps_per_epoch=len(train_loader))  # doctest: +SKIP
+        """
+        from grownet.optim.groups import lbi_param_groups
+        from grownet.optim.pacing import lam_for_entry
+
+        if lam is None:
+            # Paced for a filter of norm 1, not the init's typical norm: a wide net's small
+            # init would otherwise get a tiny λ, and every filter would enter at once.
+            lam = lam_for_entry(entry_epochs, steps_per_epoch, lr, nu, typical_norm=1.0)
+        return cls(lbi_param_groups(model), lr=lr, nu=nu, lam=lam, **kwargs)
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         # Scratch that pickling drops and loading invalidates.

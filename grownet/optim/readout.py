@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -19,6 +21,7 @@ class SupportReadout:
 
     param_groups: list[dict[str, Any]]
     state: Any
+    _row_scale: dict[Tensor, Tensor]
 
     def _group_of(self, p: Tensor) -> dict[str, Any]:
         for group in self.param_groups:
@@ -37,6 +40,17 @@ class SupportReadout:
                 "put it in a 'filter' or 'element' group to couple it"
             )
         return group
+
+    def row_scales(self) -> Mapping[Tensor, Tensor]:
+        """The group prox scales of the last step, per filter-structured tensor.
+
+        ``{p: scale}`` with ``scale`` shaped ``(out, 1, ...)``: ``Γ[o] = scale[o] * V[o]``,
+        so ``scale[o] > 0`` exactly when row ``o`` is in Γ's support. Computed by the
+        step anyway, so reading the support from it costs nothing extra (the support
+        tracker does). Valid until the next step; frozen rows and tensors the last step
+        skipped are absent (read Γ for them). Read-only.
+        """
+        return MappingProxyType(self._row_scale)
 
     def gamma(self, p: Tensor) -> Tensor:
         """Γ of a coupled tensor (exact zeros before its first step).

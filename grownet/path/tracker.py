@@ -185,6 +185,18 @@ class SupportTracker(HistoryReadout):
         self._entry_step, self._entry_epoch = es, ee
         self._refresh(stamp=False)
 
+    def follow(self, event: Any) -> None:
+        """Follow a growth step: bind to ``event.optimizer``, carrying every entry step,
+        entry epoch and the epoch history through ``event.change``'s channel maps
+        (a :class:`~grownet.grow.GrowthEvent` of kind ``"grow"``; other events are
+        ignored)."""
+        change = getattr(event, "change", None)
+        if getattr(event, "kind", None) != "grow" or change is None:
+            return
+        self.rebind(event.optimizer, keep={
+            k: torch.tensor(v, dtype=torch.long) for k, v in change.out_maps.items()
+            if k in self._by_name})
+
     # -- per-step update ----------------------------------------------------------
 
     def _on_step(self, opt: Any, args: Any, kwargs: Any) -> None:
@@ -209,7 +221,8 @@ class SupportTracker(HistoryReadout):
         if self._layers[0].param.device != self._device:  # the model moved after creation
             self._to(self._layers[0].param.device)
         state = self._opt.state
-        scales = getattr(self._opt, "_row_scale", {}) if after_step else {}
+        scales = self._opt.row_scales() if after_step and hasattr(self._opt, "row_scales") \
+            else {}
         for lay, out, sout in zip(self._layers, self._views, self._scale_views):
             if sout is not None:
                 sc = scales.get(lay.param)

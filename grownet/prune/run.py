@@ -111,7 +111,7 @@ def _initial_model(run: RunDir, spec: ArchSpec) -> GrowNet:
     """``build(spec)`` holding the run's ``init/model.safetensors`` (BN statistics fresh)."""
     from safetensors.torch import load_file
 
-    path = run.path / "init" / "model.safetensors"
+    path = run.init_weights
     if not path.is_file():
         raise UserError(f"{path} not found: this run did not save its initialisation; use "
                         "--retrain-from current, or grow the run again with this grownet")
@@ -177,7 +177,7 @@ def prune_run(run_dir: str | Path, out: str | Path | None = None, epoch: int | N
         raise UserError(f"retrain epochs must be an integer >= 0, got {retrain_epochs!r}")
     _check_out(out)
     run = RunDir.open(run_dir)
-    cfg = RunConfig.from_toml(run.path / "config.toml")
+    cfg = run.config()
     spec, model = load_final_model(run.path)
     tracker = run.load_checkpoint().get("tracker") or {}
     if not tracker:
@@ -202,7 +202,7 @@ def prune_run(run_dir: str | Path, out: str | Path | None = None, epoch: int | N
     acc_before = evaluate(new_model.to(device), test, device).acc
 
     dest = RunDir.create(out, "prune")
-    atomic_write_text(dest.path / "prune.csv", table.to_csv(index=False))
+    atomic_write_text(dest.prune_table, table.to_csv(index=False))
     how = {"ticket_epoch": int(epoch)} if epoch is not None else {"percent": float(percent)}
     dest.save_final(new_spec, new_model, extra={"test_acc": f"{acc_before:.6f}",
                                                 "source": str(run.path),
@@ -224,7 +224,7 @@ def prune_run(run_dir: str | Path, out: str | Path | None = None, epoch: int | N
         result.acc_after = _retrain(dest, cfg, new_model, initial, keep, spec, data,
                                     retrain_epochs, seed, quiet)
         dest.log_event({"kind": "retrain", "from": retrain_from, "epochs": retrain_epochs,
-                        "test_acc": result.acc_after, "run": str(dest.path / "retrain")})
+                        "test_acc": result.acc_after, "run": str(dest.retrain_dir)})
         say(f"test accuracy after {retrain_epochs} epochs of retraining from "
             f"{retrain_from}: {result.acc_after * 100:.2f}%")
     say(f"pruned run: {dest.path}")
@@ -239,14 +239,14 @@ def _widths(old: ArchSpec, new: ArchSpec) -> dict[str, tuple[int, int]]:
 def _retrain(dest: RunDir, cfg: RunConfig, slimmed: GrowNet, initial: GrowNet | None,
              keep: Selection, spec: ArchSpec, data, epochs: int, seed: int | None,
              quiet: bool) -> float:
-    from grownet.train.job import start_job
+    from grownet.train.job import TrainJob
 
     if initial is not None:  # the lottery procedure: the kept filters' initial values
         _, start = slim_network(spec, initial, keep)
     else:
         start = slimmed
     weights = {k: v.detach().cpu().clone() for k, v in start.state_dict().items()}
-    rcfg = RunConfig(command="train", arch=str(dest.path / "final" / "arch.json"),
+    rcfg = RunConfig(command="train", arch=str(dest.final_arch),
                      method="sgd", epochs=epochs, data=cfg.data, data_root=cfg.data_root,
                      batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
                      weight_decay=cfg.weight_decay, augment=cfg.augment, device=cfg.device,
@@ -254,6 +254,6 @@ def _retrain(dest: RunDir, cfg: RunConfig, slimmed: GrowNet, initial: GrowNet | 
     # The job prints its summary even when quiet; prune's quiet means nothing at all.
     mute = contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
     with torch.random.fork_rng(devices=[]), mute:  # leave the caller's RNG as it was
-        result = start_job(rcfg, dest.path / "retrain", quiet=quiet, dataset=data,
-                           weights=weights)
+        result = TrainJob.start(rcfg, dest.retrain_dir, quiet=quiet, dataset=data,
+                                weights=weights)
     return result.test_acc

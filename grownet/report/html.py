@@ -30,6 +30,7 @@ from grownet.report.tables import (
     run_summary,
     width_timeline,
 )
+from grownet.runs import RunDir
 
 __all__ = ["SECTIONS", "build_report"]
 
@@ -198,7 +199,7 @@ def _stages(run: RunTables) -> str:
                if e.get("kind") == "grow" and e.get("stage") is not None}
     figures = []
     for stage, spec in run.stages:
-        path = run.path / "stages" / f"{stage:03d}" / "graph.png"
+        path = RunDir(run.path).stage_dir(stage) / "graph.png"
         if path.is_file():
             png = path.read_bytes()
         else:  # a run killed mid-stage: draw it from the spec, which is all it needs

@@ -71,8 +71,8 @@ class RunTables:
 
     @property
     def finished(self) -> bool:
-        """True once the run has written ``final/``."""
-        return self.final_spec is not None
+        """Whether the run completed (:attr:`grownet.runs.RunDir.finished`)."""
+        return RunDir(self.path).finished
 
     @property
     def last_spec(self) -> ArchSpec | None:
@@ -125,19 +125,19 @@ def read_run(path: str | Path) -> RunTables:
                         "directory a training command wrote (e.g. runs/grow-...)")
     run = RunDir.open(path)
     try:
-        config = tomllib.loads((path / "config.toml").read_text(encoding="utf-8"))
+        config = tomllib.loads(run.config_path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path / 'config.toml'} is not valid TOML ({err}); restore it "
+        raise UserError(f"{run.config_path} is not valid TOML ({err}); restore it "
                         "from the run's first lines or start the run again") from None
-    metrics = _read_csv(path / "metrics.csv")
+    metrics = _read_csv(run.metrics)
     if metrics is None:
         raise UserError(f"{path} has no finished epoch yet (metrics.csv is missing or "
                         "empty); wait for the first epoch to finish, then run the report")
     # nullable ints: the classifier has no support, and NaN would turn counts into floats
-    layers = _read_csv(path / "layers.csv", dtype={"selected": "Int64"})
-    support = _read_csv(path / "support.csv")
-    keep = _read_csv(path / "keep.csv")
-    final_arch = path / "final" / "arch.json"
+    layers = _read_csv(run.layers, dtype={"selected": "Int64"})
+    support = _read_csv(run.support)
+    keep = _read_csv(run.keep)
+    final_arch = run.final_arch
     return RunTables(
         path=path, config=config, metrics=metrics, layers=layers, support=support,
         keep=keep, events=run.events(), stages=run.stage_specs(),
@@ -244,7 +244,7 @@ def run_summary(run: RunTables) -> dict[str, str]:
     out: dict[str, str] = {}
     out["status"] = "finished" if run.finished else "in progress (no final/ yet)"
     out["command"] = f"grownet {command}  (re-run: grownet {command} --config " \
-                     f"{run.path / 'config.toml'})"
+                     f"{RunDir(run.path).config_path})"
     if command == "grow":
         out["start"] = str(cfg.get("start", "?"))
     else:

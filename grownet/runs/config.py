@@ -1,15 +1,22 @@
 """The one configuration of a run: defaults, TOML file, flags — in that order of strength.
 
 The resolved configuration is saved as ``RUN/config.toml`` and is re-runnable with
-``--config``. Every key is checked: an unknown key or a value of the wrong type or
-range is a :class:`UserError` naming the key and what it accepts.
+``--config``. Every key is checked once, when the configuration is built: an unknown
+key or a value of the wrong type or range is a :class:`UserError` naming the key and
+what it accepts.
+
+Growth settings are not defined here: they are the fields of
+:class:`grownet.grow.GrowthPolicy`, the one source of their defaults and checks. Every
+key this class does not know is carried as given in ``RunConfig.growth`` (in the file
+they stand with the others, or in a ``[growth]`` table); the policy is built, and those
+keys are checked, from there (``GrowthPolicy.from_config``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +29,14 @@ else:  # pragma: no cover - Python 3.10
 
 METHODS = ("sgd", "dessilbi", "dst")
 SCHEDULES = ("cosine", "step", "constant")
-WIDEN_INITS = ("zero", "split", "random")
+AUGMENTS = ("auto", "none", "shift", "crop-flip")
+GROWTH = "growth"  # the table of growth settings (GrowthPolicy's fields)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
-    """Every knob of ``grownet grow`` / ``grownet train`` (see docs/cli.md for each)."""
+    """Every knob of ``grownet grow`` / ``grownet train`` but the growth settings (see
+    the module docstring). Checked on construction."""
 
     # what and where
     command: str = "grow"
@@ -55,26 +64,22 @@ class RunConfig:
     # fixed net can diverge in its first steps at lr 0.1), none for grow (the narrow start
     # is stable, and the path's pace assumes a constant lr)
     warmup_epochs: float = -1.0
-    # growth
-    tau: float = 0.8
-    epochs_per_stage: int = 3
-    grow_num: int = 8
-    grow_ratio: float = 1.5
-    depth: bool = True
-    depth_patience: int = 2
-    max_width: int = 128
-    max_params: int = 0  # 0: no budget
-    max_macs: int = 0
-    max_stages: int = 6
-    finetune_epochs: int = 6
-    carry_state: bool = True  # carry V, Γ, momentum across growth (False: reset)
-    widen_init: str = "zero"
     # execution (results do not depend on these beyond float rounding)
     compile: bool = False  # torch.compile the training forward; recompiled after growth
     tensorboard: bool = False  # also log to RUN/tensorboard (optional dependency)
+    # growth settings as given ({GrowthPolicy field: value}); checked by GrowthPolicy
+    growth: dict[str, Any] = field(default_factory=dict, compare=True)
 
-    # ------------------------------------------------------------------ checks
-    def validate(self) -> RunConfig:
+    def __post_init__(self) -> None:
+        if not isinstance(self.growth, dict):
+            raise UserError(f"config key {GROWTH!r} must be a table of growth settings, "
+                            f"got {self.growth!r}")
+        for f in fields(self):
+            if f.name != GROWTH:
+                coerce(f.name, getattr(self, f.name), f.type, "the configuration")
+        self._check()
+
+    def _check(self) -> None:
         def need(ok: bool, key: str, what: str) -> None:
             if not ok:
                 raise UserError(f"config key {key!r} = {getattr(self, key)!r}: {what}")
@@ -82,11 +87,9 @@ class RunConfig:
         need(self.command in ("grow", "train"), "command", "use 'grow' or 'train'")
         need(self.epochs >= 1, "epochs", "must be >= 1")
         need(self.batch_size >= 1, "batch_size", "must be >= 1")
-        need(self.augment in ("auto", "none", "shift", "crop-flip"), "augment",
-             "use auto, none, shift or crop-flip")
+        need(self.augment in AUGMENTS, "augment", f"use one of {', '.join(AUGMENTS)}")
         need(self.method in METHODS, "method", f"use one of {', '.join(METHODS)}")
         need(self.schedule in SCHEDULES, "schedule", f"use one of {', '.join(SCHEDULES)}")
-        need(self.widen_init in WIDEN_INITS, "widen_init", f"use one of {WIDEN_INITS}")
         need(self.lr > 0, "lr", "must be > 0")
         need(self.kappa > 0, "kappa", "must be > 0")
         need(self.nu > 0, "nu", "must be > 0")
@@ -97,18 +100,6 @@ class RunConfig:
         need(self.alpha >= 0, "alpha", "must be >= 0")
         need(self.warmup_epochs >= 0 or self.warmup_epochs == -1, "warmup_epochs",
              "must be >= 0 (or -1: 1 for train, 0 for grow)")
-        need(0 < self.tau <= 1, "tau", "must lie in (0, 1]")
-        need(self.epochs_per_stage >= 1, "epochs_per_stage", "must be >= 1")
-        need(self.grow_num >= 1, "grow_num", "must be >= 1")
-        need(self.grow_ratio >= 1, "grow_ratio", "must be >= 1")
-        need(self.depth_patience >= 1, "depth_patience", "must be >= 1")
-        need(self.max_width >= 1, "max_width", "must be >= 1")
-        need(self.max_params >= 0, "max_params", "must be >= 0 (0: no budget)")
-        need(self.max_macs >= 0, "max_macs", "must be >= 0 (0: no budget)")
-        need(self.max_stages >= 1, "max_stages", "must be >= 1")
-        need(0 <= self.finetune_epochs < self.epochs or self.command == "train",
-             "finetune_epochs", "must be >= 0 and smaller than epochs")
-        return self
 
     @property
     def warmup(self) -> float:
@@ -121,31 +112,59 @@ class RunConfig:
     def to_toml(self) -> str:
         lines = ["# grownet resolved configuration; re-run with --config this-file"]
         for f in fields(self):
-            lines.append(f"{f.name} = {_toml_value(getattr(self, f.name))}")
+            if f.name != GROWTH:
+                lines.append(f"{f.name} = {_toml_value(getattr(self, f.name))}")
+        if self.growth:
+            lines.append("# growth (grownet.grow.GrowthPolicy; keys left out take its "
+                         "defaults)")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in self.growth.items()]
         return "\n".join(lines) + "\n"
 
     def updated(self, values: dict[str, Any], source: str) -> RunConfig:
-        """A copy with ``values`` applied; ``source`` names where they came from."""
+        """A copy with ``values`` applied; ``source`` names where they came from (see
+        :meth:`layered`)."""
+        return self.layered([(values, source)])
+
+    def layered(self, layers: list[tuple[dict[str, Any], str]]) -> RunConfig:
+        """A copy with each ``(values, source)`` applied in turn (later ones win), built,
+        hence checked, once. A key that is not a field here is a growth setting (so is
+        ``"growth.KEY"``, and every key of a ``"growth"`` table): it goes into
+        :attr:`growth` unchecked (see the module docstring)."""
         known = {f.name: f for f in fields(self)}
-        out = dataclasses.replace(self)
-        for key, value in values.items():
-            if key not in known:
-                raise UserError(f"unknown config key {key!r} in {source}; known keys: "
-                                f"{', '.join(known)}")
-            setattr(out, key, _coerce(key, value, known[key].type, source))
-        return out
+        merged = {f.name: getattr(self, f.name) for f in fields(self)}
+        growth = dict(self.growth)
+        for values, source in layers:
+            for key, value in values.items():
+                if key == GROWTH and isinstance(value, dict):
+                    growth.update(value)
+                elif key.startswith(f"{GROWTH}."):
+                    growth[key.removeprefix(f"{GROWTH}.")] = value
+                elif key in known and key != GROWTH:
+                    merged[key] = coerce(key, value, known[key].type, source)
+                else:
+                    growth[key] = value
+        merged[GROWTH] = growth
+        return RunConfig(**merged)
+
+    def replace(self, **values: Any) -> RunConfig:
+        """A copy with fields replaced (checked again)."""
+        return dataclasses.replace(self, **values)
 
     @classmethod
     def from_toml(cls, path: str | Path, base: RunConfig | None = None) -> RunConfig:
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"config file {path} not found; pass an existing "
-                            "--config FILE.toml") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise UserError(f"config file {path} is not valid TOML ({err})") from None
-        return (base or cls()).updated(data, str(path))
+        return (base or cls()).updated(read_toml(path), str(path))
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The table of a TOML file; a :class:`UserError` when it is missing or invalid."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"config file {path} not found; pass an existing "
+                        "--config FILE.toml") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"config file {path} is not valid TOML ({err})") from None
 
 
 def _toml_value(value: Any) -> str:
@@ -153,11 +172,15 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
 
 
-def _coerce(key: str, value: Any, type_name: Any, source: str) -> Any:
+def coerce(key: str, value: Any, type_name: Any, source: str) -> Any:
+    """``value`` as the config type ``type_name`` (``"int"``, ``"float"``, ``"bool"``,
+    ``"str"``); a :class:`UserError` naming ``key`` and ``source`` when it is not one."""
     type_name = getattr(type_name, "__name__", str(type_name))
     ok = {
         "bool": isinstance(value, bool),

@@ -1,10 +1,15 @@
 """The run directory: what a training command leaves behind (see DESIGN.md).
 
 ```
-RUN/config.toml  metrics.csv  layers.csv  support.csv  events.jsonl
+RUN/config.toml  metrics.csv  layers.csv  support.csv  keep.csv  events.jsonl
 RUN/stages/NNN/{arch.json, graph.graphml, graph.json, graph.png}
 RUN/checkpoints/last.pt       RUN/final/{arch.json, model.safetensors}
+RUN/init/model.safetensors
 ```
+
+:class:`RunDir` owns this layout: every other room asks it for a path (``run.metrics``,
+``run.final_weights``, ``run.stage_arch(n)``, ...) and for what the files mean
+(``run.finished``, ``run.config()``), and never spells a file name itself.
 
 Tables are appended a row at a time; on resume they are cut back to the position of
 the checkpoint, so a killed-and-resumed run ends with the same rows as an
@@ -22,11 +27,14 @@ from typing import Any
 
 import torch
 
-from grownet.errors import UserError
 from grownet.atomic import atomic_torch_save, atomic_write_bytes, atomic_write_text
+from grownet.errors import UserError
+from grownet.runs.config import RunConfig
 from grownet.spec import ArchSpec
 
 CHECKPOINT = "checkpoints/last.pt"
+#: the per-epoch and per-layer tables; a resume cuts each back to its checkpoint
+TABLES = ("metrics.csv", "layers.csv", "support.csv", "keep.csv")
 
 
 class RunDir:
@@ -34,6 +42,87 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+
+    # ---------------------------------------------------------------- layout
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.toml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def layers(self) -> Path:
+        return self.path / "layers.csv"
+
+    @property
+    def support(self) -> Path:
+        return self.path / "support.csv"
+
+    @property
+    def keep(self) -> Path:
+        return self.path / "keep.csv"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT
+
+    @property
+    def events_path(self) -> Path:
+        return self.path / "events.jsonl"
+
+    @property
+    def final_arch(self) -> Path:
+        return self.path / "final" / "arch.json"
+
+    @property
+    def final_weights(self) -> Path:
+        """``final/model.safetensors``: written last, at the very end of a run."""
+        return self.path / "final" / "model.safetensors"
+
+    @property
+    def init_weights(self) -> Path:
+        return self.path / "init" / "model.safetensors"
+
+    @property
+    def prune_table(self) -> Path:
+        """``prune.csv`` of a ``grownet prune`` output: per layer, width before → after."""
+        return self.path / "prune.csv"
+
+    @property
+    def retrain_dir(self) -> Path:
+        """The run directory of a pruned net's retraining (inside the prune output)."""
+        return self.path / "retrain"
+
+    def stage_dir(self, stage: int) -> Path:
+        return self.path / "stages" / f"{stage:03d}"
+
+    def stage_arch(self, stage: int) -> Path:
+        return self.stage_dir(stage) / "arch.json"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run completed: its final model is written (the last file a run
+        writes)."""
+        return self.final_weights.is_file()
+
+    def config(self) -> RunConfig:
+        """The run's resolved configuration (``config.toml``)."""
+        return RunConfig.from_toml(self.config_path)
+
+    def latest_arch(self) -> Path | None:
+        """``final/arch.json``, else the highest-numbered ``stages/NNN/arch.json``;
+        ``None`` when the run has neither."""
+        if self.final_arch.is_file():
+            return self.final_arch
+        stages = [int(d.name) for d in (self.path / "stages").glob("[0-9][0-9][0-9]")
+                  if (d / "arch.json").is_file()]
+        return self.stage_arch(max(stages)) if stages else None
+
+    def epochs_trained(self) -> int:
+        """Rows of ``metrics.csv``: the epochs the run trained so far."""
+        return len(self.rows("metrics.csv"))
 
     # ------------------------------------------------------------ create / open
     @classmethod
@@ -61,14 +150,14 @@ class RunDir:
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
         run = cls(path)
-        if not (run.path / "config.toml").is_file():
+        if not run.config_path.is_file():
             raise UserError(f"{run.path} is not a grownet run directory (no config.toml); "
                             "pass the directory a training command wrote")
         return run
 
     # ------------------------------------------------------------------ tables
     def write_config(self, text: str) -> None:
-        atomic_write_text(self.path / "config.toml", text)
+        atomic_write_text(self.config_path, text)
 
     def append_row(self, name: str, row: dict[str, Any]) -> None:
         """Append ``row`` to ``name`` (CSV), writing the header on the first row."""
@@ -89,11 +178,11 @@ class RunDir:
             return list(csv.DictReader(f))
 
     def log_event(self, event: dict[str, Any]) -> None:
-        with (self.path / "events.jsonl").open("a", encoding="utf-8") as f:
+        with self.events_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(event, sort_keys=True) + "\n")
 
     def events(self) -> list[dict[str, Any]]:
-        path = self.path / "events.jsonl"
+        path = self.events_path
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line]
@@ -101,7 +190,7 @@ class RunDir:
     def truncate_logs(self, epochs_done: int) -> None:
         """Drop rows and events of epochs >= ``epochs_done`` (written after the
         checkpoint that a resume starts from)."""
-        for name in ("metrics.csv", "layers.csv", "support.csv", "keep.csv"):
+        for name in TABLES:
             rows = self.rows(name)
             if not rows:
                 continue
@@ -111,19 +200,20 @@ class RunDir:
             writer.writerows(r for r in rows if int(r["epoch"]) < epochs_done)
             atomic_write_text(self.path / name, buf.getvalue())
         kept = [e for e in self.events() if int(e.get("epoch", -1)) < epochs_done]
-        atomic_write_text(self.path / "events.jsonl",
+        atomic_write_text(self.events_path,
                           "".join(json.dumps(e, sort_keys=True) + "\n" for e in kept))
 
     # ----------------------------------------------------------------- stages
-    def stage_dir(self, stage: int) -> Path:
-        return self.path / "stages" / f"{stage:03d}"
+    def save_stage(self, stage: int, spec: ArchSpec) -> Path:
+        """Write the ``arch.json`` of a stage that starts."""
+        return atomic_write_text(self.stage_arch(stage), spec.to_json())
 
-    def save_stage(self, stage: int, spec: ArchSpec, support: Any = None) -> Path:
-        """Write ``arch.json`` and the architecture graph (GraphML, JSON, PNG)."""
+    def save_stage_graph(self, stage: int, spec: ArchSpec, support: Any = None) -> Path:
+        """Write the architecture graph of a stage that ended (GraphML, JSON, PNG), with
+        the support Γ had at its end (``support``: what :func:`grownet.arch_graph` takes)."""
         from grownet.graph import arch_graph, draw_graph, save_graph
 
         folder = self.stage_dir(stage)
-        atomic_write_text(folder / "arch.json", spec.to_json())
         graph = arch_graph(spec, support=support)
         save_graph(graph, folder)
         draw_graph(graph, folder / "graph.png", title=f"stage {stage}")
@@ -137,10 +227,10 @@ class RunDir:
 
     # ------------------------------------------------------------ checkpoints
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        atomic_torch_save(state, self.path / CHECKPOINT)
+        atomic_torch_save(state, self.checkpoint)
 
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-        path = self.path / CHECKPOINT
+        path = self.checkpoint
         if not path.is_file():
             raise UserError(f"{path} not found: this run has no checkpoint to resume from; "
                             "start it again")
@@ -155,13 +245,12 @@ class RunDir:
                    extra: dict[str, str] | None = None) -> Path:
         from safetensors.torch import save
 
-        folder = self.path / "final"
-        atomic_write_text(folder / "arch.json", spec.to_json())
+        atomic_write_text(self.final_arch, spec.to_json())
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in
                    model.state_dict().items()}
         meta = {"arch": spec.to_json(indent=None), **(extra or {})}
-        atomic_write_bytes(folder / "model.safetensors", save(tensors, metadata=meta))
-        return folder
+        atomic_write_bytes(self.final_weights, save(tensors, metadata=meta))
+        return self.final_weights.parent
 
 
     def save_initial(self, spec: ArchSpec, params: dict[str, torch.Tensor]) -> Path:
@@ -170,7 +259,7 @@ class RunDir:
         from safetensors.torch import save
 
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in params.items()}
-        return atomic_write_bytes(self.path / "init" / "model.safetensors",
+        return atomic_write_bytes(self.init_weights,
                                   save(tensors, metadata={"arch": spec.to_json(indent=None)}))
 
 
@@ -182,7 +271,7 @@ class FollowerRunDir(RunDir):
         return None
 
     write_config = append_row = log_event = truncate_logs = _skip
-    save_stage = save_checkpoint = save_final = save_initial = _skip
+    save_stage = save_stage_graph = save_checkpoint = save_final = save_initial = _skip
 
 
 def load_spec(path: str | Path) -> ArchSpec:
@@ -198,7 +287,7 @@ def final_test_acc(run: str | Path) -> float | None:
     carries none."""
     from safetensors import safe_open
 
-    path = Path(run) / "final" / "model.safetensors"
+    path = RunDir(run).final_weights
     if not path.is_file():
         return None
     with safe_open(str(path), framework="pt") as f:
@@ -213,7 +302,7 @@ def load_final_model(run: str | Path) -> tuple[ArchSpec, torch.nn.Module]:
 
     from grownet.nets import build
 
-    path = Path(run) / "final" / "model.safetensors"
+    path = RunDir(run).final_weights
     if not path.is_file():
         raise UserError(f"{path} not found: the run has not finished; resume it first")
     with safe_open(str(path), framework="pt") as f:

@@ -3,6 +3,7 @@ optimizer state into it, by index (see :mod:`grownet.surgery.change`)."""
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -236,6 +237,7 @@ def transplant(old_model: GrowNet, new_spec: ArchSpec, *, keep: Keep | None = No
                old_optimizer: torch.optim.Optimizer | None = None,
                new_optimizer_factory: OptimizerFactory | None = None,
                generator: torch.Generator | None = None, fresh_init: str = "default",
+               change: Change | None = None, into: GrowNet | None = None,
                ) -> tuple[GrowNet, torch.optim.Optimizer | None]:
     """Build ``new_spec`` and carry ``old_model``'s weights and optimizer state into it.
 
@@ -273,6 +275,11 @@ def transplant(old_model: GrowNet, new_spec: ArchSpec, *, keep: Keep | None = No
         Seeds the fresh initialisation of the new model (default: the global RNG).
     fresh_init
         How :func:`grownet.build` initialises fresh weights: ``"default"`` or ``"kaiming"``.
+    change
+        ``plan(old_model.spec, new_spec, keep)`` when the caller has it already.
+    into
+        A model of ``new_spec`` whose values the entries without an old source keep
+        (a copy is changed, ``into`` is not); default: a freshly built one.
 
     Returns
     -------
@@ -288,9 +295,11 @@ def transplant(old_model: GrowNet, new_spec: ArchSpec, *, keep: Keep | None = No
     if old_optimizer is not None and new_optimizer_factory is None:
         raise UserError("pass new_optimizer_factory (model -> optimizer) to carry "
                         "old_optimizer's state into the new model")
-    change = plan(old_model.spec, new_spec, keep)
+    if change is None:
+        change = plan(old_model.spec, new_spec, keep)
     ref = next(old_model.parameters())
-    new_model = _build(new_spec, fresh_init, generator).to(device=ref.device, dtype=ref.dtype)
+    new_model = (_build(new_spec, fresh_init, generator) if into is None else
+                 copy.deepcopy(into)).to(device=ref.device, dtype=ref.dtype)
     new_model.train(old_model.training)
     origins = _origins(change, old_model, init, split_from or {})
     index: dict[str, _Index] = {}

@@ -21,7 +21,6 @@ class Position:
     phase_start: int = 0  # first epoch of the phase
     phase_epochs: int = 0  # length of the phase (finetune / train)
     lam: float = 0.0  # DessiLBI's lambda, fixed at the start (paced or given)
-    train_macs: float = 0.0  # training compute so far, in MACs (3 x MACs x samples)
     wall: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
