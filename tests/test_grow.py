@@ -16,7 +16,8 @@ def _setup(name: str = "seed", shape=(1, 12, 12), **policy):
     model = gn.build(spec)
     opt = gn.DessiLBI(gn.lbi_param_groups(model), lr=0.1, nu=100.0)
     # the reference's growth numbers (ALGORITHMS A11), which the assertions below spell out
-    ref = {"epochs_per_stage": 2, "grow_ratio": 1.1, "max_width": 512, "max_stages": None}
+    ref = {"epochs_per_stage": 2, "grow_ratio": 1.1, "max_width": 512, "max_stages": None,
+           "stop_patience": 1}
     pol = gn.GrowthPolicy(**{**ref, **policy})
     return spec, model, opt, gn.Grower(spec, model, opt, pol)
 
@@ -188,6 +189,20 @@ def test_policy_validation():
     assert gn.GrowthPolicy().widened(16, "plain") == 24
     assert gn.GrowthPolicy().widened(4, "residual") == 8
     assert gn.GrowthPolicy().widened(100, "plain") == 128
+
+
+def test_an_unsaturated_check_waits_for_stop_patience_then_stops():
+    spec, model, opt, grower = _setup(stop_patience=2)
+    _select(model, opt, "s1_l0", 6)  # 0.75 < 0.8
+    assert grower.step(1) is None and not grower.done and grower.calm == 1
+    assert not grower.due(2)  # the next check is epochs_per_stage epochs later
+    _select(model, opt, "s1_l0", 8)  # saturated at the next check: grow, patience resets
+    event = grower.step(3)
+    assert event.kind == "grow" and grower.calm == 0
+    grower.tracker.end_epoch(3)
+    assert grower.step(5) is None and grower.calm == 1  # the new filters are unselected
+    event = grower.step(7)
+    assert event.kind == "stop" and "2 consecutive checks" in event.reason
 
 
 def test_grower_state_round_trip():

@@ -60,12 +60,13 @@ class Decision:
     broadcasts), so it holds the new spec and records, never modules or tensors."""
 
     epoch: int
-    kind: str  # "grow" | "stop"
+    kind: str  # "grow" | "stop" | "wait"
     reason: str
     changes: list[dict[str, Any]]
     before: dict[str, int]
     streak: dict[str, int]  # the depth rule's counters after this check
     spec: ArchSpec | None = None  # the new spec (grow)
+    calm: int = 0  # consecutive checks with no layer saturated, this one included
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,8 @@ class Grower:
         self.done = False
         self.stop_reason = ""
         self.streak: dict[str, int] = {}  # consecutive fully-saturated checks per stage
+        self.last_check = -1  # epoch of the last check
+        self.calm = 0  # consecutive checks with no layer saturated
 
     # ----------------------------------------------------------------- collect
     def ratios(self) -> dict[str, float]:
@@ -159,10 +162,10 @@ class Grower:
         return self.apply(decision)
 
     def due(self, epoch: int) -> bool:
-        """Whether the end of ``epoch`` is a check (a stage's epochs done, or the budget)."""
-        pol = self.policy
-        return (epoch + 1 - self.stage_start >= pol.epochs_per_stage
-                or self._at_epoch_budget(epoch))
+        """Whether the end of ``epoch`` is a check: ``epochs_per_stage`` epochs after the
+        stage started or after the previous check, or the growth epoch budget."""
+        since = max(self.stage_start, self.last_check + 1)
+        return epoch + 1 - since >= self.policy.epochs_per_stage or self._at_epoch_budget(epoch)
 
     def _at_epoch_budget(self, epoch: int) -> bool:
         return self.policy.max_epochs is not None and epoch + 1 >= self.policy.max_epochs
@@ -175,7 +178,13 @@ class Grower:
         units = growable_units(self.spec)
         saturated = [u for u in units if self._unit_ratio(u, ratios) >= self._tau(u)]
         if not saturated:
-            return self._stop(epoch, "no layer saturated at this check", ratios)
+            calm = self.calm + 1
+            if calm < pol.stop_patience and not at_epoch_budget:
+                return Decision(epoch, "wait", f"no layer saturated ({calm} of "
+                                f"{pol.stop_patience} checks)", [], _cost(self.spec),
+                                dict(self.streak), calm=calm)
+            return self._stop(epoch, f"no layer saturated at {calm} consecutive checks",
+                              ratios)
         if at_epoch_budget:
             return self._stop(epoch, f"growth epoch budget reached (max_epochs="
                                      f"{pol.max_epochs})", ratios)
@@ -193,7 +202,7 @@ class Grower:
 
     def _stop(self, epoch: int, reason: str, ratios: dict[str, float]) -> Decision:
         return Decision(epoch, "stop", reason, [{"op": "none", "ratios": _rounded(ratios)}],
-                        _cost(self.spec), dict(self.streak))
+                        _cost(self.spec), dict(self.streak), calm=self.calm)
 
     # -------------------------------------------------------- propose + budget
     def _grow(self, epoch: int, units: list[Unit], saturated: list[Unit],
@@ -273,9 +282,13 @@ class Grower:
         return spec
 
     # ------------------------------------------------------------------ apply
-    def apply(self, decision: Decision) -> GrowthEvent:
-        """Enact a decision of :meth:`decide` (on every rank, the same one)."""
+    def apply(self, decision: Decision) -> GrowthEvent | None:
+        """Enact a decision of :meth:`decide` (on every rank, the same one); ``None`` for
+        a check that waits (no layer saturated, patience left)."""
         self.streak = dict(decision.streak)
+        self.last_check, self.calm = decision.epoch, decision.calm
+        if decision.kind == "wait":
+            return None
         if decision.kind == "stop":
             self.done, self.stop_reason = True, decision.reason
             return GrowthEvent(decision.epoch, "stop", decision.reason, self.spec,
@@ -310,7 +323,8 @@ class Grower:
     # ------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "stage_start": self.stage_start, "done": self.done,
-                "stop_reason": self.stop_reason, "streak": dict(self.streak)}
+                "stop_reason": self.stop_reason, "streak": dict(self.streak),
+                "last_check": self.last_check, "calm": self.calm}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.stage = int(state["stage"])
@@ -318,6 +332,8 @@ class Grower:
         self.done = bool(state["done"])
         self.stop_reason = str(state["stop_reason"])
         self.streak = {str(k): int(v) for k, v in state["streak"].items()}
+        self.last_check = int(state["last_check"])
+        self.calm = int(state["calm"])
 
 
 def _cost(spec: ArchSpec) -> dict[str, int]:

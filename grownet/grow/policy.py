@@ -16,7 +16,9 @@ Rules (ALGORITHMS.md A11, extended with depth):
   checks every growable layer of the stage saturated, or a saturated layer of it is
   already at ``max_width``. A plain stage gets a conv layer at its end, a residual
   stage a basic block at its end (both initialised as the identity).
-* **Stop** at a check where no layer saturates, or when a budget is reached
+* **Stop** when no layer saturates at ``stop_patience`` consecutive checks (a check
+  that finds none saturated, with patience left, waits: the stage trains on and is
+  checked again ``epochs_per_stage`` epochs later), or when a budget is reached
   (``max_stages`` architectures, the start included; ``max_epochs`` of growth).
   Widening that would exceed ``max_params`` or ``max_macs`` is clipped to the largest
   width that fits, or skipped; the event says so.
@@ -53,6 +55,7 @@ class GrowthPolicy:
     grow_ratio: float = 1.5
     depth: bool = True
     depth_patience: int = 2
+    stop_patience: int = 2
     max_width: int = 128
     max_params: int | None = None
     max_macs: int | None = None
@@ -81,6 +84,7 @@ class GrowthPolicy:
         need(self.grow_num is None or self.grow_num >= 1, "grow_num", "must be >= 1")
         need(self.grow_ratio >= 1, "grow_ratio", "must be >= 1")
         need(self.depth_patience >= 1, "depth_patience", "must be >= 1")
+        need(self.stop_patience >= 1, "stop_patience", "must be >= 1")
         need(self.max_width >= 1, "max_width", "must be >= 1")
         for key in ("max_params", "max_macs", "max_stages", "max_epochs"):
             need(getattr(self, key) is None or getattr(self, key) >= 1, key,

@@ -131,17 +131,31 @@ class ArchSpec:
         return [shape.id for shape in self.shapes()]
 
     def shapes(self) -> list:
-        """Resolved per-layer shapes (see :class:`grownet.spec.shapes.LayerShape`)."""
-        from grownet.spec.shapes import resolve
+        """Resolved per-layer shapes (see :class:`grownet.spec.shapes.LayerShape`).
 
-        return resolve(self)
+        Resolved once per spec (it is frozen) and cached on it; the list is a copy."""
+        return list(self._resolved()[0])
 
     def shape(self, layer_id: str):
-        for s in self.shapes():
-            if s.id == layer_id:
-                return s
-        raise SpecError(f"no layer {layer_id!r} in this spec; known layers: "
-                        f"{', '.join(self.layer_ids())}")
+        found = self._resolved()[1].get(layer_id)
+        if found is None:
+            raise SpecError(f"no layer {layer_id!r} in this spec; known layers: "
+                            f"{', '.join(self.layer_ids())}")
+        return found
+
+    def _resolved(self) -> tuple[tuple, dict]:
+        cached = self.__dict__.get("_shapes_cache")
+        if cached is None:
+            from grownet.spec.shapes import resolve
+
+            shapes = tuple(resolve(self))
+            cached = (shapes, {s.id: s for s in shapes})
+            object.__setattr__(self, "_shapes_cache", cached)  # not a field: not compared
+        return cached
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the cache is derived: pickles (rank 0's broadcast decisions) leave it out
+        return {k: v for k, v in self.__dict__.items() if k != "_shapes_cache"}
 
     def widths(self) -> dict[str, int]:
         """{layer id: output width} for every layer, classifier included."""
