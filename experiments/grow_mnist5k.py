@@ -22,8 +22,8 @@ def _run(variant: str, seed: int, out: Path, extra: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)  # several runs side by side on a small CPU
-    from grownet.runs import RunConfig
     from grownet.grow.job import start_job
+    from grownet.runs import RunConfig
 
     folder = out / f"{variant}-s{seed}"
     if variant in ("grow", "grow-reset"):

@@ -28,10 +28,10 @@ def _run(arch: str, method: str, seed: int, epochs: int, out: Path) -> dict:
 
     torch.set_num_threads(1)
     from grownet.cost import count
+    from grownet.grow.job import start_job
     from grownet.prune import prune_run
     from grownet.runs import RunConfig
     from grownet.spec import preset
-    from grownet.grow.job import start_job
 
     dense = count(preset(arch, (1, 28, 28), 10))
     folder = out / f"{arch}-{method}-s{seed}"

@@ -6,8 +6,8 @@ import sys
 
 import torch
 
-from grownet.runs import RunConfig
 from grownet.grow.job import start_job
+from grownet.runs import RunConfig
 
 if __name__ == "__main__":
     config, out, dump = sys.argv[1:4]

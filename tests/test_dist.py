@@ -19,8 +19,8 @@ import grownet as gn
 from grownet.data import DeviceLoader
 from grownet.dist import DistContext, unwrap
 from grownet.grow import Decision
-from grownet.runs import RunConfig
 from grownet.grow.job import start_job
+from grownet.runs import RunConfig
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 # Without BatchNorm: under gloo each rank normalises over its own shard, which one

@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 import grownet as gn
 from grownet.cli import main
 from grownet.data import load_dataset
-from grownet.runs import RunConfig, load_final_model
 from grownet.grow.job import start_job
+from grownet.runs import RunConfig, load_final_model
 from grownet.train.loop import evaluate
 
 # Real 8x8 digits: a width-2 start squeezes them through 8 features; growth must widen.

@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import grownet as gn
 from grownet.cli import main
 from grownet.errors import UserError
+from grownet.grow.job import start_job
 from grownet.path import NEVER_EPOCH
 from grownet.prune import (
     by_percent,
@@ -31,7 +32,6 @@ from grownet.prune import (
 from grownet.runs import RunConfig, RunDir, load_final_model
 from grownet.spec import ArchSpec, Block, Layer, Stage
 from grownet.surgery import deepen, widen
-from grownet.grow.job import start_job
 
 TINY = {"data": "digits", "epochs": 6, "entry_epochs": 1.0, "batch_size": 64,
         "growth": {"epochs_per_stage": 2, "finetune_epochs": 2}}

@@ -10,8 +10,8 @@ import torch
 
 import grownet as gn
 from grownet.dist import DistContext, unwrap
-from grownet.runs import RunConfig
 from grownet.grow.job import start_job
+from grownet.runs import RunConfig
 from grownet.train.runtime import Runtime
 
 CFG = {"data": "digits", "epochs": 3, "batch_size": 128, "entry_epochs": 1.0, "seed": 0,

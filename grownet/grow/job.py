@@ -27,8 +27,8 @@ from grownet.grow.initial import carry_initial
 from grownet.grow.policy import GrowthPolicy
 from grownet.runs import RunConfig, RunDir
 from grownet.train.job import TrainJob
-from grownet.train.result import JobResult
 from grownet.train.methods import EpochLog
+from grownet.train.result import JobResult
 
 
 class GrowJob(TrainJob):
