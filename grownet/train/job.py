@@ -229,6 +229,7 @@ class Job:
             return
         if event.kind == "grow":  # the stage that ends: one row per layer
             self._write_layers(ratios, epoch=pos.epoch - 1, stage=event.stage - 1)
+            self.run.save_stage_weights(self.spec, self.model)
         record = event.to_dict()
         self.run.log_event(record)
         if event.kind == "grow":
@@ -310,6 +311,7 @@ class Job:
 
     # ------------------------------------------------------------------ finish
     def _finish(self) -> JobResult:
+        self.run.save_stage_weights(self.spec, self.model)  # the last stage, as last evaluated
         if self.dst:
             self._slim_dst()
         te = evaluate(self.model, self.test_loader, self.device, runtime=self.runtime)
