@@ -284,6 +284,8 @@ def _broken(kind: str, grown: Path, tmp: Path) -> list[str]:
         save_file({k: v.contiguous() for k, v in gn.build(other).state_dict().items()},
                   str(run / "final" / "model.safetensors"),
                   metadata={"arch": spec.to_json(indent=None)})
+    elif kind == "folder":
+        return [str(run / "final"), "--format", "pt2"]
     elif kind == "unwritable":
         (tmp / "plain-file").write_text("x")
         return [str(run), "--format", "pt2", "--out", str(tmp / "plain-file" / "net.pt2")]
@@ -303,6 +305,7 @@ def _broken(kind: str, grown: Path, tmp: Path) -> list[str]:
     ("opset", ["--opset applies to --format onnx only"]),
     ("badopset", ["cannot convert this model to opset 7", "--opset"]),
     ("unwritable", ["plain-file is not a writable directory", "another --out"]),
+    ("folder", ["final holds one net's weights", "pass its run directory"]),
 ])
 def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(grown, tmp_path, kind,
                                                              words) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from grownet.deploy.load import load, weights_metadata, weights_path
+from grownet.deploy.load import WEIGHTS, load, weights_metadata, weights_path
 from grownet.deploy.onnx import (
     OnnxModule,
     dynamic_batch,
@@ -179,6 +179,9 @@ def export_run(run: str | Path, fmt: str, stage: int | None = None,
     if not run.is_dir():
         raise UserError(f"{run} is not a directory; pass a run directory a training "
                         "command wrote")
+    if (run / WEIGHTS).is_file():  # final/ or stages/NNN/: the run's config is above
+        raise UserError(f"{run} holds one net's weights; pass its run directory instead "
+                        "(with --stage N for the net of a stage)")
     target = Path(out) if out is not None else default_out(run, fmt, stage)
     check_out(target, force)
     weights = weights_path(run, stage)
