@@ -6,6 +6,7 @@ The names users import live here; everything else may move.
 from grownet import dst
 from grownet.cost import ComputeMeter, CostTable, count, latency, training_compute
 from grownet.data import DATASETS, Dataset, DeviceLoader, load_dataset, make_loaders
+from grownet.deploy import LoadedNet, load
 from grownet.errors import UserError
 from grownet.graph import arch_graph, draw_graph, save_graph
 from grownet.grow import Grower, GrowthEvent, GrowthPolicy
@@ -29,6 +30,6 @@ __all__ = [
     "deepen", "draw_graph", "latency", "lbi_param_groups", "load_dataset", "make_loaders",
     "nu_for_entry", "plan", "save_graph", "slim", "training_compute", "transplant",
     "typical_filter_norm", "widen", "Selection", "by_percent", "prune_run", "slim_network",
-    "ticket", "dst", "lam_for_entry",
+    "ticket", "dst", "lam_for_entry", "LoadedNet", "load",
 ]
 __version__ = "0.1.0"

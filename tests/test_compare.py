@@ -6,6 +6,7 @@ import contextlib
 import io
 import shutil
 import statistics
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -252,3 +253,29 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(world, tmp_path, kin
         assert w in err
     assert not out.exists() and stdout == ""
     assert _snapshot(world["g0"]) == before and not (world["g0"] / "compare").exists()
+
+
+def test_latency_onnxruntime_adds_columns_beside_eager(world, tmp_path) -> None:
+    pytest.importorskip("onnxruntime", reason="the export extra: pip install 'grownet[export]'")
+    out = tmp_path / "cmp"
+    shutil.copytree(world["out"], out)  # its backbones are reused: nothing trains
+    argv = [str(out) if a == str(world["out"]) else a for a in world["argv"]]
+    rc, stdout, err = _main(*argv, "--latency", "onnxruntime")
+    assert rc == 0, err
+    assert ": training " not in stdout
+    table = pd.read_csv(out / "compare.csv")
+    ort = ["latency_ort_cpu_b1_ms", "latency_ort_cpu_b64_ms"]
+    assert list(table.columns) == COLUMNS[:-4] + ort + COLUMNS[-4:]
+    assert (table[ort] > 0).all().all() and (table[COLUMNS[6:8]] > 0).all().all()
+    md = (out / "compare.md").read_text()
+    assert "ORT b1 (ms)" in md and "onnxruntime" in md and "--latency onnxruntime" in md
+
+
+def test_latency_onnxruntime_without_the_extra_exits_2(world, tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now fails
+    out = tmp_path / "out"
+    rc, stdout, err = _main("compare", str(world["g0"]), "--backbones", "lenet5", "--out", str(out),
+                            "--latency", "onnxruntime")
+    assert rc == 2 and err.count("\n") == 1 and stdout == ""
+    assert "--latency onnxruntime needs onnxruntime" in err
+    assert "pip install 'grownet[export]'" in err and not out.exists()

@@ -14,7 +14,8 @@ import sys
 from grownet.errors import UserError
 
 # Module names under grownet.cli, in the order `grownet --help` lists them.
-COMMANDS = ("grow", "train", "prune", "compare", "inspect", "report", "resume", "count")
+COMMANDS = ("grow", "train", "prune", "export", "compare", "inspect", "report", "resume",
+            "count")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -9,6 +9,7 @@ _EPILOG = """\
 examples:
   grownet compare runs/grow-a runs/grow-b --backbones lenet5,mlp-300-100
   grownet compare runs/grow-a --backbones lenet5,resnet20 --methods sgd,dessilbi --seeds 3
+  grownet compare runs/grow-a --backbones lenet5 --latency onnxruntime   # deployed latency
 
 Writes compare.csv, compare.md and pareto.png to --out (default RUN/compare/); the
 backbone runs go to OUT/backbones/<arch>-<method>-seed<S>/. Finished runs with the
@@ -42,6 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default: the first run's device)")
     p.add_argument("--latency-repeats", type=int, default=20, metavar="R",
                    help="timed forward passes per latency measurement (default 20)")
+    p.add_argument("--latency", choices=("torch", "onnxruntime"), default="torch",
+                   help="torch (default): eager PyTorch latency; onnxruntime: also each "
+                   "net exported to ONNX under onnxruntime on the CPU (pip install "
+                   "'grownet[export]')")
     p.add_argument("--verbose", action="store_true", help="show the backbones' per-epoch "
                    "output")
     p.set_defaults(func=run)
@@ -58,6 +63,8 @@ def command_line(args: argparse.Namespace) -> str:
             words += [flag, str(value)]
     if args.latency_repeats != 20:
         words += ["--latency-repeats", str(args.latency_repeats)]
+    if args.latency != "torch":
+        words += ["--latency", args.latency]
     return shlex.join(words)
 
 
@@ -67,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     result = compare(args.runs, args.backbones, args.methods, epochs=args.epochs,
                      seeds=args.seeds, out=args.out, device=args.device,
                      latency_repeats=args.latency_repeats, verbose=args.verbose,
-                     command=command_line(args))
+                     command=command_line(args), latency=args.latency)
     print()
     print(result.markdown, end="")
     print(f"\nwrote {', '.join(str(p) for p in result.files.values())}", flush=True)

@@ -36,6 +36,8 @@ from grownet.compare.plan import (
 )
 from grownet.runs import RunConfig, RunDir
 
+LATENCY_BACKENDS = ("torch", "onnxruntime")
+
 
 @dataclass
 class CompareResult:
@@ -53,7 +55,8 @@ def compare(runs: Sequence[str | Path], backbones: str | Sequence[str],
             methods: str | Sequence[str] = ("sgd",), epochs: int | None = None,
             seeds: int | None = None, out: str | Path | None = None,
             device: str | None = None, latency_repeats: int = 20, verbose: bool = False,
-            command: str = "", say: Callable[[str], None] = print) -> CompareResult:
+            command: str = "", say: Callable[[str], None] = print,
+            latency: str = "torch") -> CompareResult:
     """Compare ``runs`` with fixed ``backbones`` trained on the same data and budget.
 
     Parameters
@@ -74,6 +77,10 @@ def compare(runs: Sequence[str | Path], backbones: str | Sequence[str],
         Where backbones train (default: the first run's ``device``).
     latency_repeats
         Timed forwards per latency measurement.
+    latency
+        ``"torch"``: eager PyTorch (CPU, and GPU when there is one); ``"onnxruntime"``:
+        also each net exported to ONNX and run by onnxruntime on the CPU (needs the
+        ``export`` extra).
     verbose
         Show the backbone jobs' per-epoch output.
     command
@@ -94,12 +101,18 @@ def compare(runs: Sequence[str | Path], backbones: str | Sequence[str],
 
     if latency_repeats < 1:
         raise UserError(f"--latency-repeats must be >= 1, got {latency_repeats}")
+    if latency not in LATENCY_BACKENDS:
+        raise UserError(f"unknown --latency {latency!r}; use torch or onnxruntime")
+    if latency == "onnxruntime":
+        from grownet.deploy import require_onnx
+
+        require_onnx("--latency onnxruntime")
     given = load_given(runs)
     plan = make_plan(given, backbones, methods, out=out, epochs=epochs, seeds=seeds,
                      device=device)
     run_plan(plan, verbose=verbose, say=say)
 
-    timer = LatencyCache(repeats=latency_repeats)
+    timer = LatencyCache(repeats=latency_repeats, ort=latency == "onnxruntime")
     todo: list[tuple[Path, str, str, str, int, RunConfig]] = []
     seen: set[Path] = set()
     for g in given:
@@ -113,7 +126,7 @@ def compare(runs: Sequence[str | Path], backbones: str | Sequence[str],
     say(f"measuring {len(todo)} runs (latency: median of {latency_repeats} forwards)")
     measures = [measure_run(p, model, method, kind, seed, timer)
                 for p, model, method, kind, seed, _ in todo]
-    rows = aggregate(measures, timer.gpu)
+    rows = aggregate(measures, timer.gpu, timer.ort)
 
     first = given[0].cfg
     notes = [f"data: {first.data}" + (f" (root {first.data_root})" if first.data_root
@@ -126,7 +139,7 @@ def compare(runs: Sequence[str | Path], backbones: str | Sequence[str],
     if command:
         notes.append(f"command: `{command}`")
     plan.out.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path, md = write_tables(rows, plan.out, timer.gpu, notes)
+    csv_path, md_path, md = write_tables(rows, plan.out, timer.gpu, notes, timer.ort)
 
     grown_paths: dict[str, Path] = {}
     for m in sorted((m for m in measures if m.kind == "grown"), key=lambda m: m.seed):

@@ -2,10 +2,12 @@
 
 Per run: params and MACs of the final net (:func:`grownet.cost.count`), the median
 latency of one forward pass at batch 1 and 64 on the CPU (and on the GPU when there
-is one), the training compute of the whole run (the last ``train_macs`` of
-``metrics.csv``: every growth stage included) and the final test accuracy (the
-``test_acc`` stored in ``final/model.safetensors``). Runs of one (model, method)
-are averaged; the accuracy's spread is the sample standard deviation (ddof=1).
+is one; and, when asked, of the net exported to ONNX under onnxruntime on the CPU,
+:func:`grownet.deploy.onnx_latency`), the training compute of the whole run (the
+last ``train_macs`` of ``metrics.csv``: every growth stage included) and the final
+test accuracy (the ``test_acc`` stored in ``final/model.safetensors``). Runs of one
+(model, method) are averaged; the accuracy's spread is the sample standard deviation
+(ddof=1).
 """
 
 from __future__ import annotations
@@ -28,11 +30,14 @@ from grownet.runs import RunDir, atomic_write_text, final_test_acc, load_final_m
 BATCHES = (1, 64)
 
 
-def columns(gpu: bool) -> list[str]:
-    """``compare.csv``'s columns, in order (GPU latency only when ``gpu``)."""
+def columns(gpu: bool, ort: bool = False) -> list[str]:
+    """``compare.csv``'s columns, in order (GPU latency only when ``gpu``, onnxruntime
+    latency only when ``ort``)."""
     lat = [f"latency_cpu_b{b}_ms" for b in BATCHES]
     if gpu:
         lat += [f"latency_gpu_b{b}_ms" for b in BATCHES]
+    if ort:
+        lat += [f"latency_ort_cpu_b{b}_ms" for b in BATCHES]
     return ["model", "method", "kind", "seeds", "params", "macs", *lat, "train_macs",
             "acc_mean", "acc_std", "runs"]
 
@@ -85,6 +90,7 @@ class LatencyCache:
 
     repeats: int = 20
     gpu: bool = field(default_factory=torch.cuda.is_available)
+    ort: bool = False  # also time the net exported to ONNX, under onnxruntime (CPU)
     seen: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __call__(self, spec: Any, model: torch.nn.Module) -> dict[str, float]:
@@ -97,6 +103,11 @@ class LatencyCache:
                 short = "gpu" if device == "cuda" else "cpu"
                 out.update({f"latency_{short}_b{b}_ms": t * 1e3 for b, t in times.items()})
             model.to("cpu")
+            if self.ort:
+                from grownet.deploy import onnx_latency
+
+                times = onnx_latency(model, spec.in_shape, BATCHES, repeats=self.repeats)
+                out.update({f"latency_ort_cpu_b{b}_ms": t * 1e3 for b, t in times.items()})
             self.seen[key] = out
         return self.seen[key]
 
@@ -110,7 +121,8 @@ def measure_run(path: str | Path, model: str, method: str, kind: str, seed: int,
                       timer(spec, net), last_train_macs(path), final_accuracy(path))
 
 
-def aggregate(measures: Sequence[RunMeasure], gpu: bool) -> list[dict[str, Any]]:
+def aggregate(measures: Sequence[RunMeasure], gpu: bool,
+              ort: bool = False) -> list[dict[str, Any]]:
     """One row per (model, method), in first-seen order, with :func:`columns` as keys.
 
     ``params``, ``macs``, the latencies and ``train_macs`` are means over the group's
@@ -128,7 +140,7 @@ def aggregate(measures: Sequence[RunMeasure], gpu: bool) -> list[dict[str, Any]]
             "params": round(statistics.fmean(m.params for m in ms)),
             "macs": round(statistics.fmean(m.macs for m in ms)),
         }
-        for col in columns(gpu):
+        for col in columns(gpu, ort):
             if col.startswith("latency_"):
                 row[col] = statistics.fmean(m.latency_ms[col] for m in ms)
         row["train_macs"] = round(statistics.fmean(m.train_macs for m in ms))
@@ -140,10 +152,10 @@ def aggregate(measures: Sequence[RunMeasure], gpu: bool) -> list[dict[str, Any]]
 
 
 # ------------------------------------------------------------------ files
-def csv_text(rows: Sequence[dict[str, Any]], gpu: bool) -> str:
+def csv_text(rows: Sequence[dict[str, Any]], gpu: bool, ort: bool = False) -> str:
     """``compare.csv``: :func:`columns`, one line per row; NaN is written ``nan``."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns(gpu), lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns(gpu, ort), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
@@ -170,18 +182,21 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]],
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
-def markdown(rows: Sequence[dict[str, Any]], gpu: bool, notes: Sequence[str] = ()) -> str:
+def markdown(rows: Sequence[dict[str, Any]], gpu: bool, notes: Sequence[str] = (),
+             ort: bool = False) -> str:
     """``compare.md``: a title, the table, then ``notes`` (data, epochs, seeds,
     command) and how each column was measured."""
     header = ["model", "method", "seeds", "params", "MACs", "CPU b1 (ms)", "CPU b64 (ms)"]
     if gpu:
         header += ["GPU b1 (ms)", "GPU b64 (ms)"]
+    if ort:
+        header += ["ORT b1 (ms)", "ORT b64 (ms)"]
     header += ["train compute (MACs)", "test accuracy"]
     body = []
     for r in rows:
         cells = [r["model"], r["method"], str(r["seeds"]), human(r["params"]),
                  human(r["macs"])]
-        cells += [f"{r[c]:.3f}" for c in columns(gpu) if c.startswith("latency_")]
+        cells += [f"{r[c]:.3f}" for c in columns(gpu, ort) if c.startswith("latency_")]
         cells += [human(r["train_macs"]), accuracy_text(r["acc_mean"], r["acc_std"])]
         body.append(cells)
     right = [False, False] + [True] * (len(header) - 2)
@@ -193,6 +208,9 @@ def markdown(rows: Sequence[dict[str, Any]], gpu: bool, notes: Sequence[str] = (
         f"- latency: median wall-clock time of one forward pass (batch 1 / 64, eval mode) "
         f"on the CPU with {torch.get_num_threads()} torch thread(s)"
         + (" and on the GPU" if gpu else "") + ".",
+        *(["- ORT: the same net exported to ONNX (torch.onnx.export) and run by onnxruntime "
+           f"on the CPU with {torch.get_num_threads()} intra-op thread(s), timed alike."]
+          if ort else []),
         "- train compute: 3 × MACs × samples summed over every training epoch, all "
         "growth stages and fine-tuning included (evaluation excluded); mean over seeds.",
         "- test accuracy: the final evaluation, mean ± sample standard deviation over "
@@ -202,10 +220,10 @@ def markdown(rows: Sequence[dict[str, Any]], gpu: bool, notes: Sequence[str] = (
 
 
 def write_tables(rows: Sequence[dict[str, Any]], out: Path, gpu: bool,
-                 notes: Sequence[str] = ()) -> tuple[Path, Path, str]:
+                 notes: Sequence[str] = (), ort: bool = False) -> tuple[Path, Path, str]:
     """Write ``compare.csv`` and ``compare.md`` atomically; returns their paths and the
     markdown text."""
-    md = markdown(rows, gpu, notes)
-    csv_path = atomic_write_text(out / "compare.csv", csv_text(rows, gpu))
+    md = markdown(rows, gpu, notes, ort)
+    csv_path = atomic_write_text(out / "compare.csv", csv_text(rows, gpu, ort))
     md_path = atomic_write_text(out / "compare.md", md)
     return csv_path, md_path, md

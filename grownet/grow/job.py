@@ -106,6 +106,7 @@ class GrowJob(TrainJob):
         """The stage that ends is logged; the next one starts from the event's net."""
         pos, ended = self.pos, event.stage - 1
         self.write_layers(ratios, epoch=pos.epoch - 1, stage=ended)
+        self.run.save_stage_weights(self.spec, self.model)  # what the last row evaluated
         # the tracker follows the new net already; its history has the ended stage's
         self.run.save_stage_graph(ended, self.spec, self.tracker.support_at(pos.epoch - 1))
         self.run.log_event(event.to_dict())

@@ -353,7 +353,9 @@ def format_compare(table: pd.DataFrame) -> pd.DataFrame:
         "CPU b1 ms": table["latency_cpu_b1_ms"].map(_ms),
         "CPU b64 ms": table["latency_cpu_b64_ms"].map(_ms),
     })
-    for col, label in (("latency_gpu_b1_ms", "GPU b1 ms"), ("latency_gpu_b64_ms", "GPU b64 ms")):
+    for col, label in (("latency_gpu_b1_ms", "GPU b1 ms"), ("latency_gpu_b64_ms", "GPU b64 ms"),
+                       ("latency_ort_cpu_b1_ms", "ORT b1 ms"),
+                       ("latency_ort_cpu_b64_ms", "ORT b64 ms")):
         if col in table.columns and not table[col].isna().all():
             out[label] = table[col].map(_ms)
     out["train MACs"] = table["train_macs"].map(count_text)

@@ -2,7 +2,7 @@
 
 ```
 RUN/config.toml  metrics.csv  layers.csv  support.csv  keep.csv  events.jsonl
-RUN/stages/NNN/{arch.json, graph.graphml, graph.json, graph.png}
+RUN/stages/NNN/{arch.json, graph.graphml, graph.json, graph.png, model.safetensors}
 RUN/checkpoints/last.pt       RUN/final/{arch.json, model.safetensors}
 RUN/init/model.safetensors
 ```
@@ -100,6 +100,10 @@ class RunDir:
 
     def stage_arch(self, stage: int) -> Path:
         return self.stage_dir(stage) / "arch.json"
+
+    def stage_weights(self, stage: int) -> Path:
+        """``stages/NNN/model.safetensors``: the weights a stage ended with."""
+        return self.stage_dir(stage) / "model.safetensors"
 
     @property
     def finished(self) -> bool:
@@ -219,6 +223,24 @@ class RunDir:
         draw_graph(graph, folder / "graph.png", title=f"stage {stage}")
         return folder
 
+    def save_stage_weights(self, spec: ArchSpec, model: torch.nn.Module) -> Path | None:
+        """``stages/NNN/model.safetensors``: the weights at the end of a stage.
+
+        Call it right after the stage's last epoch wrote its ``metrics.csv`` row, with
+        the model that row evaluated: the stage number, epoch and ``test_acc`` of that
+        row go into the file's metadata (with the spec), so loading the file reproduces
+        the accuracy the row records. A DST model is saved as it is (masks as weights
+        and thresholds; :func:`grownet.deploy.load` folds them). Nothing is written
+        before the first row.
+        """
+        rows = self.rows("metrics.csv")
+        if not rows:
+            return None
+        last = rows[-1]
+        path = self.stage_weights(int(last["stage"]))
+        meta = {"stage": last["stage"], "epoch": last["epoch"], "test_acc": last["test_acc"]}
+        return atomic_write_bytes(path, weights_bytes(spec, model, meta))
+
     def stage_specs(self) -> list[tuple[int, ArchSpec]]:
         out = []
         for folder in sorted((self.path / "stages").glob("[0-9][0-9][0-9]")):
@@ -243,15 +265,9 @@ class RunDir:
     # ------------------------------------------------------------------ final
     def save_final(self, spec: ArchSpec, model: torch.nn.Module,
                    extra: dict[str, str] | None = None) -> Path:
-        from safetensors.torch import save
-
         atomic_write_text(self.final_arch, spec.to_json())
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in
-                   model.state_dict().items()}
-        meta = {"arch": spec.to_json(indent=None), **(extra or {})}
-        atomic_write_bytes(self.final_weights, save(tensors, metadata=meta))
+        atomic_write_bytes(self.final_weights, weights_bytes(spec, model, extra))
         return self.final_weights.parent
-
 
     def save_initial(self, spec: ArchSpec, params: dict[str, torch.Tensor]) -> Path:
         """``init/model.safetensors``: each parameter's value when it was created (the
@@ -271,7 +287,18 @@ class FollowerRunDir(RunDir):
         return None
 
     write_config = append_row = log_event = truncate_logs = _skip
-    save_stage = save_stage_graph = save_checkpoint = save_final = save_initial = _skip
+    save_stage = save_stage_graph = save_stage_weights = _skip
+    save_checkpoint = save_final = save_initial = _skip
+
+
+def weights_bytes(spec: ArchSpec, model: torch.nn.Module,
+                  extra: dict[str, str] | None = None) -> bytes:
+    """``model``'s state dict as a safetensors file (CPU tensors), with the spec as JSON
+    under the metadata key ``arch`` and ``extra`` beside it."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    return save(tensors, metadata={"arch": spec.to_json(indent=None), **(extra or {})})
 
 
 def load_spec(path: str | Path) -> ArchSpec:

@@ -282,7 +282,9 @@ class TrainJob:
 
     # ------------------------------------------------------------------ finish
     def _finish(self) -> JobResult:
-        # the last stage's graph, with the support it ended with (before DST slims it)
+        # the last stage as it ended (before DST slims it): its weights, as the last
+        # metrics row evaluated them, and its graph with the support it ended with
+        self.run.save_stage_weights(self.spec, self.model)
         support = self.tracker.support() if self.tracker is not None else None
         self.run.save_stage_graph(self.stage, self.spec, support)
         done = self.method.finish(self.spec, self.model, self.pos.epoch)
