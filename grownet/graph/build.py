@@ -10,13 +10,15 @@ graph as it is. See :mod:`grownet.graph` for the overview.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
 
 from grownet.cost import count
 from grownet.spec import INPUT, ArchSpec, LayerShape
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 OUTPUT = "output"
 
@@ -199,6 +201,8 @@ def arch_graph(spec: ArchSpec, support: Any = None) -> nx.DiGraph:
         When ``support`` names a layer the spec does not have, or a mask has the
         wrong shape, or a ratio lies outside [0, 1].
     """
+    import networkx as nx  # here: importing grownet does not need networkx
+
     shapes = spec.shapes()
     by_id = {s.id: s for s in shapes}
     if OUTPUT in by_id or INPUT in by_id:

@@ -6,10 +6,12 @@ import inspect
 import json
 import os
 from pathlib import Path
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from grownet.atomic import atomic_write
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 GRAPHML_NAME = "graph.graphml"
 JSON_NAME = "graph.json"
@@ -18,6 +20,8 @@ __all__ = ["GRAPHML_NAME", "JSON_NAME", "save_graph"]
 
 
 def _node_link_kwargs() -> dict[str, str]:
+    import networkx as nx
+
     # networkx >= 3.4 takes edges=..., and warns until 3.6 that its default changes
     # from "links"; older versions only know link=... (default "links").
     params = inspect.signature(nx.node_link_data).parameters
@@ -48,6 +52,8 @@ def save_graph(graph: nx.DiGraph, directory: str | os.PathLike[str]) -> dict[str
     dict[str, Path]
         ``{"graphml": path, "json": path}``.
     """
+    import networkx as nx  # here: importing grownet does not need networkx
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"graphml": directory / GRAPHML_NAME, "json": directory / JSON_NAME}
