@@ -11,10 +11,6 @@ from grownet.errors import UserError
 from grownet.optim.common import STRUCTURES
 
 
-def _layer_name(name: str) -> str:
-    return name.removesuffix(".weight")
-
-
 def lbi_param_groups(
     model: nn.Module, hidden_linear: str = "filter"
 ) -> list[dict[str, Any]]:
