@@ -42,9 +42,6 @@ class GrowNet(nn.Module):
         self._by_id = {s.id: s for s in self._shapes}
         self._pool_after = {st.layers[-1].id: st.pool for st in spec.stages if st.layers}
 
-    def layer_shape(self, layer_id: str) -> LayerShape:
-        return self._by_id[layer_id]
-
     # Not named `_apply`: nn.Module uses that name for .to() / .cuda() / .half().
     def _run_layer(self, s: LayerShape, x: torch.Tensor, relu: bool = True) -> torch.Tensor:
         x = getattr(self, s.id)(x)

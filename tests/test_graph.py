@@ -30,7 +30,7 @@ def resnet20_b(resnet20: ArchSpec) -> ArchSpec:
 
 
 def _layer_attrs(shape) -> dict:
-    return {
+    attrs = {
         "kind": shape.kind, "role": shape.role, "stage": shape.stage, "block": shape.block,
         "in_channels": shape.in_channels, "in_features": shape.in_ch,
         "out_channels": shape.out_ch, "kernel": shape.kernel, "stride": shape.stride,
@@ -38,6 +38,21 @@ def _layer_attrs(shape) -> dict:
         "out_h": shape.out_hw[0], "out_w": shape.out_hw[1], "bn": shape.bn,
         "bias": shape.bias,
     }
+    # An attribute without a value (a linear layer's stage) is absent, never None.
+    return {k: v for k, v in attrs.items() if v is not None}
+
+
+def _input_shape(name: str) -> tuple[int, int, int]:
+    """The input each preset is made for: CIFAR for VGG/ResNet, MNIST for the rest."""
+    return (3, 32, 32) if name.startswith(("vgg", "resnet")) else (1, 28, 28)
+
+
+PRIMITIVES = (str, int, float, bool)
+
+
+def _attribute_values(g: nx.DiGraph) -> list:
+    return [*g.graph.values(), *(v for _, d in g.nodes(data=True) for v in d.values()),
+            *(v for _, _, d in g.edges(data=True) for v in d.values())]
 
 
 # ------------------------------------------------------------------------ structure
@@ -62,15 +77,20 @@ def test_graph_structure_and_totals(name: str) -> None:
     for i, s in enumerate(shapes):
         node = g.nodes[s.id]
         assert {k: node[k] for k in _layer_attrs(s)} == _layer_attrs(s)
+        assert ("stage" in node) == (s.stage is not None)
+        assert ("block" in node) == (s.block is not None)
         assert node["order"] == i
         assert "ratio" not in node and "selected" not in node
+    assert all(type(v) in PRIMITIVES for v in _attribute_values(g))
 
     model = build(spec)
     assert g.graph["params"] == sum(p.numel() for p in model.parameters())
     assert g.graph["params"] == sum(p for _, p in g.nodes(data="params"))
     assert g.graph["macs"] == sum(m for _, m in g.nodes(data="macs"))
     assert g.graph["family"] == spec.family and g.graph["name"] == spec.name
-    assert g.graph["in_shape"] == (1, 28, 28) and g.graph["num_classes"] == 10
+    in_shape = (g.graph["in_channels"], g.graph["in_height"], g.graph["in_width"])
+    assert in_shape == (1, 28, 28) and g.graph["num_classes"] == 10
+    assert "in_shape" not in g.graph
 
 
 def test_per_layer_params_and_macs_match_torch(resnet20_b: ArchSpec) -> None:
@@ -170,6 +190,61 @@ def test_support_from_tracker_like_object(resnet20: ArchSpec) -> None:
     assert sum("ratio" in d for _, d in g.nodes(data=True)) == 1
 
 
+def _partly_selected_tracker():
+    """A LeNet-5 (conv filter layers, element-wise hidden FC layers) trained by DessiLBI
+    until every coupled layer has some but not all of its entries selected."""
+    from torch.nn import functional as F
+
+    import grownet as gn
+
+    torch.manual_seed(0)
+    spec = preset("lenet5", in_shape=(1, 12, 12), num_classes=3)
+    model = build(spec)
+    groups = gn.lbi_param_groups(model, hidden_linear="element")
+    for group in groups:  # the lasso layers enter much earlier at the same λ
+        group["lam"] = 0.05 if group["structure"] == "element" else 0.5
+    opt = gn.DessiLBI(groups, lr=0.1, nu=1.0)
+    tracker = gn.SupportTracker(opt)
+    x, y = torch.randn(32, 1, 12, 12), torch.randint(0, 3, (32,))
+    for _ in range(40):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        if all(0.0 < r < 1.0 for r in tracker.ratios().values()):
+            return spec, tracker
+    raise AssertionError(f"no partial support after 40 steps: {tracker.ratios()}")
+
+
+def test_support_from_a_tracker_survives_graphml(tmp_path) -> None:
+    spec, tracker = _partly_selected_tracker()
+    masks = tracker.support()
+    assert masks["s1_l0"].shape == (6,) and masks["fc1"].shape == (120, 144)
+    g = arch_graph(spec, support=masks)
+    for layer in ("s1_l0", "s2_l0"):  # filter layers: a count and its fraction
+        mask = masks[layer]
+        assert g.nodes[layer]["selected"] == int(mask.sum())
+        assert g.nodes[layer]["ratio"] == int(mask.sum()) / mask.numel()
+    for layer in ("fc1", "fc2"):  # element layers: the density of the weight's support
+        assert g.nodes[layer]["ratio"] == pytest.approx(masks[layer].float().mean().item())
+        assert "selected" not in g.nodes[layer]
+    assert "ratio" not in g.nodes["head"]  # the plain classifier has no Γ
+    # The tracker itself gives the same graph (it is asked for its masks).
+    assert list(arch_graph(spec, support=tracker).nodes(data=True)) == list(
+        g.nodes(data=True))
+
+    paths = save_graph(g, tmp_path)
+    for back in (nx.read_graphml(paths["graphml"]),
+                 nx.node_link_graph(json.loads(paths["json"].read_text()), edges="edges")):
+        for n, data in g.nodes(data=True):
+            assert _typed(back.nodes[n]) == _typed(data), n
+        # ...and the figure drawn from the file shows the selection.
+        ax = draw_graph(back).axes[0]
+        texts = {t.get_text() for t in ax.texts}
+        assert f"{g.nodes['s2_l0']['selected']}/16" in texts
+        assert "filled part: selected filters" in ax.get_xlabel()
+        assert "mean selected" in ax.get_title(loc="left")
+
+
 @pytest.mark.parametrize("support, error", [
     ({"nope": 0.5}, ValueError),
     ({"stem": torch.ones(15, dtype=torch.bool)}, ValueError),
@@ -184,13 +259,33 @@ def test_bad_support_is_refused(resnet20: ArchSpec, support, error) -> None:
 
 
 # ------------------------------------------------------------------------ files
-def _graphml_value(value):
-    # The documented conversions: None -> "", tuple -> JSON text.
-    if value is None:
-        return ""
-    if isinstance(value, tuple):
-        return json.dumps(list(value))
-    return value
+def _graph_attrs(g: nx.DiGraph) -> dict:
+    # read_graphml adds the declared defaults to the graph attributes
+    return {k: v for k, v in g.graph.items() if k not in ("node_default", "edge_default")}
+
+
+def _typed(attrs: dict) -> dict:
+    # == alone would take True for 1 and 1.0 for 1: compare the types too
+    return {k: (type(v), v) for k, v in attrs.items()}
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_networkx_writes_every_preset_as_it_is(name: str, tmp_path) -> None:
+    spec = preset(name, in_shape=_input_shape(name))
+    g = arch_graph(spec)
+    assert all(type(v) in PRIMITIVES for v in _attribute_values(g))
+    nx.write_graphml(g, tmp_path / "g.graphml")  # networkx's own writer, no conversion
+    back = nx.read_graphml(tmp_path / "g.graphml")
+    assert list(back.nodes) == list(g.nodes)
+    for n, data in g.nodes(data=True):
+        assert _typed(back.nodes[n]) == _typed(data), n
+    assert set(back.edges) == set(g.edges)
+    for u, v, data in g.edges(data=True):
+        assert _typed(back.edges[u, v]) == _typed(data), (u, v)
+    assert _typed(_graph_attrs(back)) == _typed(g.graph)
+    c, h, w = spec.in_shape
+    assert (back.graph["in_channels"], back.graph["in_height"], back.graph["in_width"]) \
+        == (c, h, w)
 
 
 def test_graphml_round_trip(resnet20_b: ArchSpec, tmp_path) -> None:
@@ -207,12 +302,14 @@ def test_graphml_round_trip(resnet20_b: ArchSpec, tmp_path) -> None:
     assert list(back.nodes) == list(g.nodes)
     assert set(back.edges) == set(g.edges)
     for n, data in g.nodes(data=True):
-        assert dict(back.nodes[n]) == {k: _graphml_value(v) for k, v in data.items()}, n
+        assert dict(back.nodes[n]) == data, n
     for u, v, data in g.edges(data=True):
         assert dict(back.edges[u, v]) == data
-    got = {k: v for k, v in back.graph.items() if k not in ("node_default", "edge_default")}
-    assert got == {k: _graphml_value(v) for k, v in g.graph.items()}
+    assert _graph_attrs(back) == g.graph
     assert back.nodes["stem"]["selected"] == 12 and back.nodes["stem"]["bn"] is True
+    assert back.nodes["stem"]["ratio"] == 0.75 and back.nodes["s2_b0_proj"]["ratio"] == 0.5
+    assert "selected" not in back.nodes["s2_b0_proj"]  # a ratio alone gives no count
+    assert "stage" not in back.nodes["head"] and back.nodes["s1_b0_conv1"]["stage"] == "s1"
 
 
 def test_node_link_json_round_trip(resnet20_b: ArchSpec, tmp_path) -> None:
@@ -222,7 +319,7 @@ def test_node_link_json_round_trip(resnet20_b: ArchSpec, tmp_path) -> None:
     assert isinstance(back, nx.DiGraph) and back.is_directed()
     assert list(back.nodes(data=True)) == list(g.nodes(data=True))
     assert list(back.edges(data=True)) == list(g.edges(data=True))
-    assert back.graph == {**g.graph, "in_shape": list(g.graph["in_shape"])}
+    assert back.graph == g.graph
 
 
 def test_save_overwrites_in_place(resnet20: ArchSpec, tmp_path) -> None:
@@ -257,7 +354,7 @@ def test_draw_with_support_and_from_files(resnet20_b: ArchSpec, tmp_path) -> Non
     fig = draw_graph(g, tmp_path / "sub" / "support.png", title="custom title")
     _assert_png(tmp_path / "sub" / "support.png")
     assert fig.axes[0].get_title(loc="left") == "custom title"
-    # A graph read back from GraphML (None -> "", tuples as text) draws the same way.
+    # A graph read back from GraphML (same attributes, same types) draws the same way.
     paths = save_graph(g, tmp_path)
     draw_graph(nx.read_graphml(paths["graphml"]), tmp_path / "back.png", dpi=60)
     _assert_png(tmp_path / "back.png")

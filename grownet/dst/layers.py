@@ -114,11 +114,6 @@ class MaskedLayer(nn.Module):
             dead = kept * round(1 / DEAD_RATIO) <= abs_w.numel()
             return torch.where(dead, torch.zeros_like(t), t), dead
 
-    def effective_threshold(self) -> Tensor:
-        """The thresholds the next forward pass will use (the guard applied, ``t`` not
-        written); detached."""
-        return self._guarded(self.weight.detach().abs())[0]
-
     def mask(self) -> Tensor:
         """The boolean mask ``M`` the next forward pass will use, shaped like ``weight``.
 

@@ -1,8 +1,4 @@
-"""Writing the architecture graph to disk: :func:`save_graph` (GraphML and node-link JSON).
-
-Also holds the atomic write (temp file, then rename) that :func:`~grownet.graph.draw_graph`
-uses for its PNG.
-"""
+"""Writing the architecture graph to disk: :func:`save_graph` (GraphML and node-link JSON)."""
 
 from __future__ import annotations
 
@@ -10,12 +6,12 @@ import inspect
 import json
 import os
 from pathlib import Path
-from typing import Any
-
-import networkx as nx
-import numpy as np
+from typing import TYPE_CHECKING
 
 from grownet.atomic import atomic_write
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 GRAPHML_NAME = "graph.graphml"
 JSON_NAME = "graph.json"
@@ -23,27 +19,9 @@ JSON_NAME = "graph.json"
 __all__ = ["GRAPHML_NAME", "JSON_NAME", "save_graph"]
 
 
-def _graphml_value(value: Any) -> Any:
-    """A GraphML-safe scalar: None -> "", tuple/list -> JSON text, numpy -> Python."""
-    if value is None:
-        return ""
-    if isinstance(value, (tuple, list)):
-        return json.dumps(list(value))
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _graphml_ready(graph: nx.DiGraph) -> nx.DiGraph:
-    out = nx.DiGraph(**{k: _graphml_value(v) for k, v in graph.graph.items()})
-    for node, data in graph.nodes(data=True):
-        out.add_node(node, **{k: _graphml_value(v) for k, v in data.items()})
-    for u, v, data in graph.edges(data=True):
-        out.add_edge(u, v, **{k: _graphml_value(x) for k, x in data.items()})
-    return out
-
-
 def _node_link_kwargs() -> dict[str, str]:
+    import networkx as nx
+
     # networkx >= 3.4 takes edges=..., and warns until 3.6 that its default changes
     # from "links"; older versions only know link=... (default "links").
     params = inspect.signature(nx.node_link_data).parameters
@@ -55,17 +33,17 @@ def save_graph(graph: nx.DiGraph, directory: str | os.PathLike[str]) -> dict[str
 
     Each file is written atomically (temp file in the same directory, then rename).
 
-    GraphML only stores scalars, so the GraphML copy converts ``None`` to ``""`` (e.g.
-    ``stage`` of the stem and the linear layers) and tuples to JSON text (the graph's
-    ``in_shape`` becomes ``"[1, 28, 28]"``); ``networkx.read_graphml`` returns those
-    strings. The JSON file is ``networkx.node_link_data`` (edges under ``"edges"``);
-    it keeps ``None`` as ``null`` and tuples as lists, and reads back with
+    Both files hold the graph as it is: :func:`arch_graph` puts only str, int, float
+    and bool values on it, which GraphML stores with their types, so
+    ``networkx.read_graphml`` gives back the same nodes, edges and attributes. The JSON
+    file is ``networkx.node_link_data`` (edges under ``"edges"``) and reads back with
     ``networkx.node_link_graph(json.load(f), edges="edges")``.
 
     Parameters
     ----------
     graph
-        A graph from :func:`arch_graph`.
+        A graph from :func:`arch_graph` (or any graph whose attribute values are str,
+        int, float or bool; ``networkx`` refuses others).
     directory
         Where to write.
 
@@ -74,18 +52,14 @@ def save_graph(graph: nx.DiGraph, directory: str | os.PathLike[str]) -> dict[str
     dict[str, Path]
         ``{"graphml": path, "json": path}``.
     """
+    import networkx as nx  # here: importing grownet does not need networkx
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"graphml": directory / GRAPHML_NAME, "json": directory / JSON_NAME}
-    ready = _graphml_ready(graph)
-    atomic_write(paths["graphml"], lambda fh: nx.write_graphml(ready, fh))
+    atomic_write(paths["graphml"], lambda fh: nx.write_graphml(graph, fh))
     data = nx.node_link_data(graph, **_node_link_kwargs())
-    text = json.dumps(data, indent=1, default=_json_default) + "\n"
+    text = json.dumps(data, indent=1) + "\n"
     atomic_write(paths["json"], lambda fh: fh.write(text.encode("utf-8")))
     return paths
 
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot write {type(value).__name__} to graph JSON")

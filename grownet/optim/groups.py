@@ -11,8 +11,18 @@ from grownet.errors import UserError
 from grownet.optim.common import STRUCTURES
 
 
-def _layer_name(name: str) -> str:
-    return name.removesuffix(".weight")
+def _classifier(model: nn.Module, modules: dict[str, nn.Module]) -> nn.Module | None:
+    """``model.classifier_name``'s module if the model names one, else the last Linear."""
+    if hasattr(model, "classifier_name"):
+        cname = model.classifier_name
+        if cname not in modules:
+            raise UserError(
+                f"lbi_param_groups: model.classifier_name={cname!r} names no submodule; "
+                "set it to the name of the output layer as in model.named_modules()"
+            )
+        return modules[cname]
+    linears = [m for m in modules.values() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
 
 
 def lbi_param_groups(
@@ -53,19 +63,7 @@ def lbi_param_groups(
             "use 'filter' (neuron-wise) or 'element' (lasso)"
         )
     modules = dict(model.named_modules())
-    classifier: nn.Module | None
-    if hasattr(model, "classifier_name"):
-        cname = model.classifier_name
-        if cname not in modules:
-            raise UserError(
-                f"lbi_param_groups: model.classifier_name={cname!r} names no submodule; "
-                "set it to the name of the output layer as in model.named_modules()"
-            )
-        classifier = modules[cname]
-    else:
-        linears = [m for m in modules.values() if isinstance(m, nn.Linear)]
-        classifier = linears[-1] if linears else None
-
+    classifier = _classifier(model, modules)
     kind: dict[int, str] = {}  # id(weight) -> structure of coupled weights
     for mod in modules.values():
         w = getattr(mod, "weight", None)

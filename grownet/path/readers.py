@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import torch
 from torch import Tensor
 
 from grownet.errors import UserError
 from grownet.path.layout import NEVER_EPOCH, LayerSlot, numel, view
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class HistoryReadout:
@@ -34,6 +36,8 @@ class HistoryReadout:
             Columns ``step, epoch, layer, selected, total, ratio``; ``selected`` and
             ``total`` count rows (filter layers) or elements (element layers).
         """
+        import pandas as pd  # here, not at module level: importing grownet stays light
+
         cols = ["step", "epoch", "layer", "selected", "total", "ratio"]
         if not self._history:
             return pd.DataFrame(columns=cols)

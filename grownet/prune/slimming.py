@@ -27,15 +27,17 @@ the same function.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from grownet.errors import UserError
 from grownet.nets import GrowNet, bn_name
-from grownet.spec import HEAD_ID, ArchSpec, LayerShape, SpecError
+from grownet.spec import HEAD_ID, ArchSpec, SpecError
 from grownet.surgery import slim, transplant
+from grownet.surgery.change import producer_key
 
 __all__ = ["Selection", "constrain", "mask_network", "slim_network"]
 
@@ -63,10 +65,6 @@ class Selection(dict):
             self.notes[layer_id] = f"{old}; {text}"
 
 
-def _key(s: LayerShape) -> str:
-    return s.group or s.id
-
-
 def _indices(layer_id: str, idx: Sequence[int] | Tensor, width: int) -> set[int]:
     vals = idx.tolist() if isinstance(idx, Tensor) else list(idx)
     if any(isinstance(v, bool) or int(v) != v for v in vals):
@@ -87,6 +85,77 @@ def _best(rank: Tensor | None, exclude: set[int], width: int) -> int | None:
         return free[0]
     scores = rank[free]
     return free[int(torch.argmax(scores))]  # argmax returns the first maximum
+
+
+@dataclass
+class _Keeps:
+    """The kept channels per producer (a layer, or a residual stream's members), with
+    why each set differs from what was asked for."""
+
+    members: dict[str, list[str]]  # producer key -> its layer ids
+    width: dict[str, int]
+    rank: Mapping[str, Tensor]
+    sets: dict[str, set[int]] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def note(self, key: str, why: str) -> None:
+        self.notes[key] = f"{self.notes[key]}; {why}" if key in self.notes else why
+
+    def key_rank(self, key: str) -> Tensor | None:
+        """The best score per channel over the members' ranks of the right length."""
+        scores = [self.rank[i].detach().cpu().double().flatten() for i in self.members[key]
+                  if i in self.rank and self.rank[i].numel() == self.width[key]]
+        return torch.stack(scores).amax(0) if scores else None
+
+    def add_best(self, key: str, why: str) -> bool:
+        """Keep the best channel of ``key`` not kept yet; False when all are kept."""
+        c = _best(self.key_rank(key), self.sets[key], self.width[key])
+        if c is None:
+            return False
+        self.sets[key].add(c)
+        self.note(key, why)
+        return True
+
+    def selection(self) -> Selection:
+        sel = Selection()
+        for key, ids in self.members.items():
+            kept = torch.tensor(sorted(self.sets[key]), dtype=torch.long)
+            for i in ids:
+                sel[i] = kept.clone()
+                if key in self.notes:
+                    sel.note(i, self.notes[key])
+        return sel
+
+
+def _asked(spec: ArchSpec, keep: KeepLike, rank: Mapping[str, Tensor] | None) -> _Keeps:
+    """Rules 1 and 2: the sets ``keep`` asks for, per producer; all filters where it
+    names none."""
+    shapes = spec.shapes()
+    by_id = {s.id: s for s in shapes}
+    members: dict[str, list[str]] = {}
+    for s in shapes:
+        if s.role != "head":
+            members.setdefault(producer_key(s), []).append(s.id)
+    width = {key: by_id[ids[0]].out_ch for key, ids in members.items()}
+    keeps = _Keeps(members, width, dict(rank or {}))
+    for layer_id, idx in keep.items():
+        s = by_id.get(layer_id)
+        if s is None:
+            raise UserError(f"keep names layer {layer_id!r}, which is not in the spec; known "
+                            f"layers: {', '.join(by_id)}")
+        got = _indices(layer_id, idx, s.out_ch)
+        if s.role == "head":
+            if len(got) != s.out_ch:
+                raise UserError(f"the classifier {HEAD_ID!r} keeps all {s.out_ch} outputs; "
+                                "remove it from keep")
+            continue
+        key = producer_key(s)
+        if key in keeps.sets and keeps.sets[key] != got:
+            keeps.notes[key] = "stream: union of its convs' filters"
+        keeps.sets[key] = keeps.sets.get(key, set()) | got
+    for key in members:
+        keeps.sets.setdefault(key, set(range(width[key])))
+    return keeps
 
 
 def constrain(spec: ArchSpec, keep: KeepLike,
@@ -111,103 +180,52 @@ def constrain(spec: ArchSpec, keep: KeepLike,
         Every non-classifier layer, sorted indices; ``notes`` say what was added.
         The rules are in the module docstring.
     """
-    shapes = spec.shapes()
-    by_id = {s.id: s for s in shapes}
-    rank = dict(rank or {})
-    sets: dict[str, set[int]] = {}
-    members: dict[str, list[str]] = {}
-    for s in shapes:
-        if s.role != "head":
-            members.setdefault(_key(s), []).append(s.id)
-    notes: dict[str, str] = {}
-    for layer_id, idx in keep.items():
-        s = by_id.get(layer_id)
-        if s is None:
-            raise UserError(f"keep names layer {layer_id!r}, which is not in the spec; known "
-                            f"layers: {', '.join(by_id)}")
-        got = _indices(layer_id, idx, s.out_ch)
-        if s.role == "head":
-            if len(got) != s.out_ch:
-                raise UserError(f"the classifier {HEAD_ID!r} keeps all {s.out_ch} outputs; "
-                                "remove it from keep")
-            continue
-        key = _key(s)
-        if key in sets and sets[key] != got:
-            notes[key] = "stream: union of its convs' filters"
-        sets[key] = sets.get(key, set()) | got
-    width = {key: by_id[ids[0]].out_ch for key, ids in members.items()}
-    for key in members:
-        sets.setdefault(key, set(range(width[key])))
-
-    def key_rank(key: str) -> Tensor | None:
-        scores = [rank[i].detach().cpu().double().flatten() for i in members[key]
-                  if i in rank and rank[i].numel() == width[key]]
-        return torch.stack(scores).amax(0) if scores else None
-
-    def add_best(key: str, why: str) -> bool:
-        c = _best(key_rank(key), sets[key], width[key])
-        if c is None:
-            return False
-        sets[key].add(c)
-        notes[key] = f"{notes[key]}; {why}" if key in notes else why
-        return True
-
-    for key in members:  # rule 3
-        if not sets[key]:
-            add_best(key, "nothing selected: kept its best filter")
-    _shortcut_rules(spec, shapes, sets, notes, add_best)
-    sel = _selection(members, sets, notes)
+    keeps = _asked(spec, keep, rank)
+    for key in keeps.members:  # rule 3
+        if not keeps.sets[key]:
+            keeps.add_best(key, "nothing selected: kept its best filter")
+    _shortcut_rules(spec, keeps)
+    sel = keeps.selection()
     try:
         slim(spec, sel)
     except SpecError:  # rule 6: the surgery's own checks have the last word
-        for s in shapes:
+        for s in spec.shapes():
             if s.group is not None or s.role == "stem":
-                sets[_key(s)] = set(range(width[_key(s)]))
-                notes[_key(s)] = "kept whole: residual shortcut constraints"
-        sel = _selection(members, sets, notes)
+                key = producer_key(s)
+                keeps.sets[key] = set(range(keeps.width[key]))
+                keeps.notes[key] = "kept whole: residual shortcut constraints"
+        sel = keeps.selection()
         slim(spec, sel)  # cannot fail: every shortcut keeps its widths
     return sel
 
 
-def _shortcut_rules(spec: ArchSpec, shapes: list[LayerShape], sets: dict[str, set[int]],
-                    notes: dict[str, str], add_best: Callable[[str, str], bool]) -> None:
+def _shortcut_rules(spec: ArchSpec, keeps: _Keeps) -> None:
     """Rules 4 and 5, repeated until nothing changes (sets only grow, so it ends)."""
     if spec.family != "residual":
         return
+    shapes = spec.shapes()
     by_id = {s.id: s for s in shapes}
     first_conv2 = [by_id[st.blocks[0].conv2] for st in spec.stages]
     projs = [s for s in shapes if s.role == "proj" and s.stride == 1]
+    sets = keeps.sets
     changed = True
     while changed:
         changed = False
         for c2 in first_conv2:  # rule 4: weightless shortcut = channel p is channel p
             if c2.proj is not None:
                 continue
-            up, key = _key(by_id[c2.shortcut_from]), _key(c2)
+            up, key = producer_key(by_id[c2.shortcut_from]), producer_key(c2)
             extra = sets[up] - sets[key]
             if extra:
                 sets[key] |= extra
-                why = f"kept {len(extra)} for the shortcut from {up}"
-                notes[key] = f"{notes[key]}; {why}" if key in notes else why
+                keeps.note(key, f"kept {len(extra)} for the shortcut from {up}")
                 changed = True
         for p in projs:  # rule 5: a projection must stay a projection
-            up, key = _key(by_id[p.inputs[0]]), _key(p)
+            up, key = producer_key(by_id[p.inputs[0]]), producer_key(p)
             if up != key and len(sets[up]) == len(sets[key]):
-                if not add_best(key, f"+1 so projection {p.id} stays"):
-                    add_best(up, f"+1 so projection {p.id} stays")
+                if not keeps.add_best(key, f"+1 so projection {p.id} stays"):
+                    keeps.add_best(up, f"+1 so projection {p.id} stays")
                 changed = True
-
-
-def _selection(members: dict[str, list[str]], sets: dict[str, set[int]],
-               notes: dict[str, str]) -> Selection:
-    sel = Selection()
-    for key, ids in members.items():
-        kept = torch.tensor(sorted(sets[key]), dtype=torch.long)
-        for i in ids:
-            sel[i] = kept.clone()
-            if key in notes:
-                sel.note(i, notes[key])
-    return sel
 
 
 def _pruned(spec: ArchSpec, keep: KeepLike) -> dict[str, Tensor]:

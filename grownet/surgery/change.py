@@ -198,6 +198,101 @@ def _resize(m: _Meaning, width: int, what: str) -> _Meaning:
     return _Meaning(m.tensor, m.key, m.map + (FRESH,) * (width - len(m.map)), m.spatial)
 
 
+def _check_frame(old: ArchSpec, new: ArchSpec, old_by: dict[str, LayerShape],
+                 new_by: dict[str, LayerShape]) -> None:
+    """Refuse what surgery cannot carry: another family/input/classes/readout/shortcut,
+    dropped layers, or added/removed/reordered stages."""
+    for attr in ("family", "in_shape", "num_classes", "readout", "shortcut"):
+        if getattr(old, attr) != getattr(new, attr):
+            raise SpecError(f"surgery keeps {attr} ({getattr(old, attr)!r} -> "
+                            f"{getattr(new, attr)!r}); build a new model for a different one")
+    gone = [i for i in old_by if i not in new_by]
+    if gone:
+        raise SpecError(f"the new spec drops layers {gone}; surgery only widens, slims and "
+                        "inserts (slim a layer instead of removing it)")
+    if [st.id for st in new.stages] != [st.id for st in old.stages]:
+        raise SpecError("the new spec adds, removes or reorders stages; surgery works within "
+                        "the old stages")
+
+
+def _own_maps(new_shapes: list[LayerShape], old_by: dict[str, LayerShape],
+              kept: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """Output maps of the kept layers that own their width (streams are linked later):
+    the kept old channels, then new ones."""
+    maps: dict[str, tuple[int, ...]] = {}
+    for s in new_shapes:
+        if s.group is not None or s.id not in old_by:
+            continue
+        keep_s = kept.get(s.id, tuple(range(old_by[s.id].out_ch)))
+        if len(keep_s) > s.out_ch:
+            if s.id in kept:
+                raise SpecError(f"keep[{s.id!r}] lists {len(keep_s)} filters but the new spec "
+                                f"gives the layer {s.out_ch}; use the spec slim(spec, keep) "
+                                "returns")
+            raise SpecError(f"layer {s.id!r} shrinks from {len(keep_s)} to {s.out_ch} filters; "
+                            f"say which to keep: keep={{{s.id!r}: [...]}}")
+        maps[s.id] = keep_s + (FRESH,) * (s.out_ch - len(keep_s))
+    return maps
+
+
+def _inserted_meaning(s: LayerShape, m: _Meaning, spatial: int,
+                      meaning: dict[str, _Meaning]) -> _Meaning:
+    """What the output of a layer present only in ``new`` holds, given its input's ``m``."""
+    if s.role in ("conv", "hidden"):  # inserted identity layer: passes its input on
+        if s.inputs[0] == INPUT:
+            raise SpecError(f"inserted layer {s.id!r} reads the raw input, which can be "
+                            "negative, so a ReLU layer cannot pass it on unchanged; insert "
+                            "it after the first layer")
+        if spatial > 1:
+            if s.out_ch != len(m.map) * spatial:
+                raise SpecError(f"inserted layer {s.id!r} must be {len(m.map) * spatial} "
+                                "wide (one unit per readout feature)")
+            return _Meaning(m.tensor, m.key, m.map, spatial)
+        return _resize(m, s.out_ch, f"inserted layer {s.id!r}")
+    if s.role == "conv1":  # inserted block: its inner channels are all new
+        return _Meaning(None, None, (FRESH,) * s.out_ch)
+    # inserted block's conv2: the block passes its input on (its last BN is zero)
+    return _resize(meaning[s.shortcut_from], s.out_ch, f"inserted block {s.block!r}")
+
+
+@dataclass
+class _Maps:
+    """The per-layer maps of a :class:`Change`, filled by :func:`_follow_data`."""
+
+    out: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    inputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    spatial: dict[str, int] = field(default_factory=dict)
+    keys: dict[str, str | None] = field(default_factory=dict)
+
+
+def _follow_data(new: ArchSpec, new_shapes: list[LayerShape], old_by: dict[str, LayerShape],
+                 maps: dict[str, tuple[int, ...]]) -> _Maps:
+    """Walk ``new`` forward, tracking what each tensor holds in old terms, and record
+    every kept layer's input and output maps."""
+    out = _Maps()
+    meaning: dict[str, _Meaning] = {
+        INPUT: _Meaning(INPUT, INPUT, tuple(range(new.in_shape[0])))}
+    for s in new_shapes:
+        m = meaning[s.inputs[0]]
+        spatial = m.spatial * (s.in_spatial if s.kind == "linear" else 1)
+        if s.id in old_by or s.role == "proj":
+            if s.id in old_by and m.tensor != old_by[s.id].inputs[0]:
+                raise SpecError(f"layer {s.id!r} reads a different tensor than before; "
+                                "surgery cannot carry its weights (insert layers with deepen)")
+            out.inputs[s.id], out.spatial[s.id], out.keys[s.id] = m.map, spatial, m.key
+        if s.group is not None:
+            out.out[s.id] = maps[s.group]
+        elif s.id in old_by:
+            out.out[s.id] = maps[s.id]
+        if s.role == "proj":
+            continue  # its output is consumed by the block's conv2
+        if s.id in old_by:
+            meaning[s.id] = _Meaning(s.id, producer_key(s), out.out[s.id])
+        else:
+            meaning[s.id] = _inserted_meaning(s, m, spatial, meaning)
+    return out
+
+
 def plan(old: ArchSpec, new: ArchSpec, keep: Keep | None = None) -> Change:
     """The channel correspondence between ``old`` and ``new``.
 
@@ -220,82 +315,21 @@ def plan(old: ArchSpec, new: ArchSpec, keep: Keep | None = None) -> Change:
         If ``new`` removes layers or stages, changes the family, input, classes,
         readout or shortcut option, or shrinks a layer without a ``keep`` entry.
     """
-    for attr in ("family", "in_shape", "num_classes", "readout", "shortcut"):
-        if getattr(old, attr) != getattr(new, attr):
-            raise SpecError(f"surgery keeps {attr} ({getattr(old, attr)!r} -> "
-                            f"{getattr(new, attr)!r}); build a new model for a different one")
     old_by = {s.id: s for s in old.shapes()}
     new_shapes = new.shapes()
     new_by = {s.id: s for s in new_shapes}
-    gone = [i for i in old_by if i not in new_by]
-    if gone:
-        raise SpecError(f"the new spec drops layers {gone}; surgery only widens, slims and "
-                        "inserts (slim a layer instead of removing it)")
-    if [st.id for st in new.stages] != [st.id for st in old.stages]:
-        raise SpecError("the new spec adds, removes or reorders stages; surgery works within "
-                        "the old stages")
+    _check_frame(old, new, old_by, new_by)
     kept = normalise_keep(old, keep)
     inserted = tuple(s.id for s in new_shapes if s.id not in old_by)
     old_blocks = {b.id for st in old.stages for b in st.blocks}
     inserted_blocks = frozenset(b.id for st in new.stages for b in st.blocks
                                 if b.id not in old_blocks)
 
-    maps: dict[str, tuple[int, ...]] = {}
+    maps = _own_maps(new_shapes, old_by, kept)
     unsplittable: set[str] = set()
-    for s in new_shapes:  # layers that own their width (streams follow)
-        if s.group is not None or s.id not in old_by:
-            continue
-        keep_s = kept.get(s.id, tuple(range(old_by[s.id].out_ch)))
-        if len(keep_s) > s.out_ch:
-            if s.id in kept:
-                raise SpecError(f"keep[{s.id!r}] lists {len(keep_s)} filters but the new spec "
-                                f"gives the layer {s.out_ch}; use the spec slim(spec, keep) "
-                                "returns")
-            raise SpecError(f"layer {s.id!r} shrinks from {len(keep_s)} to {s.out_ch} filters; "
-                            f"say which to keep: keep={{{s.id!r}: [...]}}")
-        maps[s.id] = keep_s + (FRESH,) * (s.out_ch - len(keep_s))
     if new.family == "residual":
         _stream_maps(old, new, old_by, new_by, kept, maps, unsplittable)
-
-    out_maps: dict[str, tuple[int, ...]] = {}
-    in_maps: dict[str, tuple[int, ...]] = {}
-    in_spatial: dict[str, int] = {}
-    in_keys: dict[str, str | None] = {}
-    meaning: dict[str, _Meaning] = {
-        INPUT: _Meaning(INPUT, INPUT, tuple(range(new.in_shape[0])))}
-    for s in new_shapes:
-        m = meaning[s.inputs[0]]
-        spatial = m.spatial * (s.in_spatial if s.kind == "linear" else 1)
-        if s.id in old_by or s.role == "proj":
-            if s.id in old_by and m.tensor != old_by[s.id].inputs[0]:
-                raise SpecError(f"layer {s.id!r} reads a different tensor than before; "
-                                "surgery cannot carry its weights (insert layers with deepen)")
-            in_maps[s.id], in_spatial[s.id], in_keys[s.id] = m.map, spatial, m.key
-        if s.group is not None:
-            out_maps[s.id] = maps[s.group]
-        elif s.id in old_by:
-            out_maps[s.id] = maps[s.id]
-        if s.role == "proj":
-            continue  # its output is consumed by the block's conv2
-        if s.id in old_by:
-            meaning[s.id] = _Meaning(s.id, producer_key(s), out_maps[s.id])
-        elif s.role in ("conv", "hidden"):  # inserted identity layer: passes its input on
-            if s.inputs[0] == INPUT:
-                raise SpecError(f"inserted layer {s.id!r} reads the raw input, which can be "
-                                "negative, so a ReLU layer cannot pass it on unchanged; insert "
-                                "it after the first layer")
-            if spatial > 1:
-                if s.out_ch != len(m.map) * spatial:
-                    raise SpecError(f"inserted layer {s.id!r} must be {len(m.map) * spatial} "
-                                    "wide (one unit per readout feature)")
-                meaning[s.id] = _Meaning(m.tensor, m.key, m.map, spatial)
-            else:
-                meaning[s.id] = _resize(m, s.out_ch, f"inserted layer {s.id!r}")
-        elif s.role == "conv1":  # inserted block: its inner channels are all new
-            meaning[s.id] = _Meaning(None, None, (FRESH,) * s.out_ch)
-        else:  # inserted block's conv2: the block passes its input on (last BN is zero)
-            meaning[s.id] = _resize(meaning[s.shortcut_from], s.out_ch,
-                                    f"inserted block {s.block!r}")
-    return Change(old=old, new=new, out_maps=out_maps, in_maps=in_maps,
-                  in_spatial=in_spatial, in_keys=in_keys, inserted=inserted,
+    follow = _follow_data(new, new_shapes, old_by, maps)
+    return Change(old=old, new=new, out_maps=follow.out, in_maps=follow.inputs,
+                  in_spatial=follow.spatial, in_keys=follow.keys, inserted=inserted,
                   inserted_blocks=inserted_blocks, unsplittable=frozenset(unsplittable))
