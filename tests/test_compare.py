@@ -279,3 +279,40 @@ def test_latency_onnxruntime_without_the_extra_exits_2(world, tmp_path, monkeypa
     assert rc == 2 and err.count("\n") == 1 and stdout == ""
     assert "--latency onnxruntime needs onnxruntime" in err
     assert "pip install 'grownet[export]'" in err and not out.exists()
+
+
+def test_uniform_and_random_baselines_match_each_grown_net(world, tmp_path) -> None:
+    """`--backbones uniform,random`: per grown run, its start widened uniformly and its
+    architecture with random widths, both at its MACs, trained with its recipe."""
+    from grownet.compare.baselines import MACS_TOLERANCE
+
+    out = tmp_path / "base"
+    rc, stdout, stderr = _main("compare", str(world["g0"]), str(world["g1"]), "--backbones",
+                               "uniform,random", "--out", str(out), "--latency-repeats", "1")
+    assert rc == 0, stderr
+    table = pd.read_csv(out / "compare.csv")
+    kinds = dict(zip(table["model"], table["kind"]))
+    assert kinds == {"grown(seed)": "grown", "uniform(seed)": "baseline",
+                     "random(seed)": "baseline"}
+    for kind in ("uniform", "random"):
+        for g in (world["g0"], world["g1"]):
+            cfg = RunDir(g).config()
+            run = RunDir(next((out / "backbones").glob(f"{kind}-dessilbi-seed{cfg.seed}")))
+            mine, grown = load_spec(run.final_arch), load_spec(RunDir(g).final_arch)
+            assert abs(count(mine).macs - count(grown).macs) <= MACS_TOLERANCE * \
+                count(grown).macs
+            have = run.config()
+            # the grown run's recipe, epochs and training images
+            assert have.method == "dessilbi" and have.lr == cfg.lr
+            assert have.epochs == RunDir(g).epochs_trained()
+            assert have.validation == cfg.validation > 0
+            start = load_spec(RunDir(g).stage_arch(0))
+            if kind == "uniform":  # one factor for every width of the start
+                ratios = [mine.widths()[k] / w for k, w in start.widths().items()
+                          if k != "head"]
+                assert max(ratios) - min(ratios) <= 1.0 / min(start.widths().values())
+            else:  # the grown net's layers
+                assert set(mine.widths()) == set(grown.widths())
+    assert (out / "pareto.png").stat().st_size > 0
+    assert _main("compare", str(world["t0"]), "--backbones", "uniform", "--out",
+                 str(tmp_path / "x"))[0] == 2  # a train run has no growth to compare with

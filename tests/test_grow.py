@@ -17,7 +17,7 @@ def _setup(name: str = "seed", shape=(1, 12, 12), **policy):
     opt = gn.DessiLBI(gn.lbi_param_groups(model), lr=0.1, nu=100.0)
     # the reference's growth numbers (ALGORITHMS A11), which the assertions below spell out
     ref = {"epochs_per_stage": 2, "grow_ratio": 1.1, "max_width": 512, "max_stages": None,
-           "stop_patience": 1}
+           "stop_patience": 1, "mature_epochs": 0, "macs_step": None}
     pol = gn.GrowthPolicy(**{**ref, **policy})
     return spec, model, opt, gn.Grower(spec, model, opt, pol)
 

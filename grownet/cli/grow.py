@@ -22,6 +22,14 @@ GROW_FLAGS = (
     ("--grow-num", "grow_num", int, "filters added at least (default 8 for plain nets, "
      "4 for residual nets)"),
     ("--grow-ratio", "grow_ratio", float, "width factor at least (default 1.5)"),
+    ("--mature-epochs", "mature_epochs", float, "epochs a filter trains before its layer "
+     "is judged without it (default 4)"),
+    ("--stop-patience", "stop_patience", int, "checks with nothing saturated, or without a "
+     "better validation accuracy, before growth stops (default 2)"),
+    ("--min-gain", "min_gain", float, "validation accuracy gain per check that counts as "
+     "better (default 0.001)"),
+    ("--macs-step", "macs_step", float, "MACs one check may add, times the net's (default "
+     "1: at most double)"),
     ("--depth-patience", "depth_patience", int, "checks a stage must stay saturated "
      "before a layer is inserted (default 2)"),
     ("--max-width", "max_width", int, "widest a layer may grow (default 128)"),

@@ -121,7 +121,8 @@ def compare(runs: Sequence[str | Path], backbones: str | Sequence[str],
     for job in plan.jobs:
         if job.path.resolve() not in seen:
             seen.add(job.path.resolve())
-            todo.append((job.path.resolve(), job.arch, job.method, "backbone", job.seed,
+            kind = "backbone" if job.spec is None else "baseline"  # uniform / random
+            todo.append((job.path.resolve(), job.arch, job.method, kind, job.seed,
                          RunDir(job.path).config()))
     say(f"measuring {len(todo)} runs (latency: median of {latency_repeats} forwards)")
     measures = [measure_run(p, model, method, kind, seed, timer)

@@ -94,8 +94,10 @@ def pareto_figure(rows: Sequence[Mapping[str, Any]], paths: Mapping[str, Path],
         label = f"{row['model']} ({row['method']}, {row['seeds']} seed"
         label += "s)" if int(row["seeds"]) != 1 else ")"
         grown = row.get("kind") == "grown"
-        ax.errorbar([x], [y], yerr=[0.0 if math.isnan(std) else std * 100], fmt="*" if
-                    grown else "o", markersize=13 if grown else 7, color=color, capsize=4,
+        # grown: a star; its plain alternatives (uniform / random): a diamond
+        marker = {"grown": "*", "baseline": "D"}.get(str(row.get("kind")), "o")
+        ax.errorbar([x], [y], yerr=[0.0 if math.isnan(std) else std * 100], fmt=marker,
+                    markersize=13 if grown else 7, color=color, capsize=4,
                     label=label, zorder=3)
         ax.annotate(str(row["model"]), (x, y), textcoords="offset points", xytext=(6, 6),
                     fontsize=8, color=color)

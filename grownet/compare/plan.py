@@ -7,6 +7,12 @@ method, the seed, the epoch budget and the device set, and the growth budgets
 (``max_params``, ``max_macs``) cleared: they limit growth and would refuse a fixed
 backbone larger than the budget.
 
+Two backbone names are not presets but the plain alternatives a grown run must beat
+(:mod:`grownet.compare.baselines`): ``uniform`` (each given grown run's start widened
+uniformly to its final MACs) and ``random`` (its final architecture with the MACs
+allocated at random), one job per grown run, with its seed, method, recipe and epochs.
+Their specs are written to ``<out>/specs/`` (named by content) just before training.
+
 A job is not trained again when a finished run with an equal resolved
 configuration (``device`` and ``compile`` aside) exists among the given runs or at its place under
 ``<out>/backbones/``; an unfinished run there (a killed compare) is resumed.
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import shutil
 import time
@@ -24,6 +31,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from grownet.atomic import atomic_write_text
+from grownet.compare import baselines
+from grownet.compare.baselines import BASELINES
+from grownet.cost import count
 from grownet.errors import UserError
 from grownet.runs import RunConfig, RunDir, load_spec
 from grownet.runs.config import METHODS
@@ -166,6 +177,7 @@ class BackboneJob:
     path: Path
     action: str
     note: str = ""
+    spec: ArchSpec | None = None  # a baseline's spec, written to cfg.arch before training
 
     @property
     def name(self) -> str:
@@ -198,8 +210,9 @@ def parse_list(text: str | Sequence[str], what: str) -> list[str]:
 def backbone_config(base: RunConfig, arch: str, method: str, seed: int, epochs: int,
                     device: str | None = None) -> RunConfig:
     """``base`` (a given run's config) turned into a fixed-backbone train config."""
+    # the same training images as the given run: its validation split stays held out
     values: dict[str, object] = {"command": "train", "arch": arch, "method": method,
-                                 "seed": seed, "epochs": epochs}
+                                 "seed": seed, "epochs": epochs, "val_frac": base.validation}
     if device is not None:
         values["device"] = device
     # growth settings limit growth only; a fixed backbone has none
@@ -234,9 +247,15 @@ def make_plan(given: Sequence[GivenRun], backbones: Sequence[str], methods: Sequ
     """
     backbones = parse_list(backbones, "backbones")
     methods = parse_list(methods, "methods")
+    baselines = [b for b in backbones if b in BASELINES]
+    backbones = [b for b in backbones if b not in BASELINES]
     for name in backbones:
         if name not in PRESETS:
-            raise UserError(f"unknown backbone {name!r}; choose from {', '.join(PRESETS)}")
+            raise UserError(f"unknown backbone {name!r}; choose from {', '.join(PRESETS)}, "
+                            f"or {' / '.join(BASELINES)} (the grown runs' plain alternatives)")
+    if baselines and not any(r.kind == "grown" for r in given):
+        raise UserError(f"--backbones {','.join(baselines)} needs a grow run among the runs "
+                        "(they are built from its start and its final MACs)")
     for m in methods:
         if m not in METHODS:
             raise UserError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
@@ -266,6 +285,8 @@ def make_plan(given: Sequence[GivenRun], backbones: Sequence[str], methods: Sequ
             for seed in seed_list:
                 cfg = backbone_config(first.cfg, arch, method, seed, budget, device)
                 jobs.append(_decide(cfg, given, out))
+    jobs += [_decide_baseline(kind, run, out, device) for kind in baselines
+             for run in given if run.kind == "grown"]
     from grownet.train.loop import resolve_device
 
     for job in jobs:  # e.g. cuda asked for on a machine without one: say so up front
@@ -274,10 +295,27 @@ def make_plan(given: Sequence[GivenRun], backbones: Sequence[str], methods: Sequ
     return Plan(jobs, budget, seed_list, out)
 
 
-def _decide(cfg: RunConfig, given: Sequence[GivenRun], out: Path) -> BackboneJob:
-    job = BackboneJob(cfg.arch, cfg.method, cfg.seed, cfg,
-                      out / "backbones" / f"{cfg.arch}-{cfg.method}-seed{cfg.seed}",
-                      "training")
+def _decide_baseline(kind: str, run: GivenRun, out: Path, device: str | None) -> BackboneJob:
+    """The ``uniform`` or ``random`` job of a grown run (see the module docstring)."""
+    start = load_spec(RunDir(run.path).stage_arch(0))
+    macs = count(run.spec).macs
+    spec = (baselines.uniform(start, macs) if kind == "uniform" else
+            baselines.random_allocation(run.spec, start, macs, run.seed))
+    text = spec.to_json()
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    arch = out / "specs" / f"{kind}-seed{run.seed}-{digest}.json"
+    cfg = backbone_config(run.cfg, str(arch.resolve()), run.method, run.seed, run.epochs,
+                          device)
+    name = f"{kind}({_arch_name(run.cfg.start)})"
+    return _decide(cfg, [], out, name=name, folder=f"{kind}-{run.method}-seed{run.seed}",
+                   spec=spec)
+
+
+def _decide(cfg: RunConfig, given: Sequence[GivenRun], out: Path, name: str | None = None,
+            folder: str | None = None, spec: ArchSpec | None = None) -> BackboneJob:
+    folder = folder or f"{cfg.arch}-{cfg.method}-seed{cfg.seed}"
+    job = BackboneJob(name or cfg.arch, cfg.method, cfg.seed, cfg,
+                      out / "backbones" / folder, "training", spec=spec)
     for run in given:
         if same_config(run.cfg, cfg):
             job.path, job.action, job.note = run.path, "reused", "(a given run)"
@@ -323,6 +361,8 @@ def run_plan(plan: Plan, verbose: bool = False,
             else:
                 if job.path.exists():  # restart: config.toml only, no finished epoch
                     shutil.rmtree(job.path)
+                if job.spec is not None:  # a baseline: its spec is its --arch file
+                    atomic_write_text(job.cfg.arch, job.spec.to_json())
                 result = TrainJob.start(job.cfg, job.path, quiet=not verbose)
         say(f"      test accuracy {result.test_acc * 100:.2f}%, "
             f"{time.perf_counter() - t0:.1f} s")

@@ -5,7 +5,14 @@
 >>> train, test = make_loaders(ds, batch_size=128, device="cpu", seed=0)
 """
 
-from grownet.data.batches import DeviceLoader, crop_flip, epoch_seed, make_loaders, shift
+from grownet.data.batches import (
+    DeviceLoader,
+    crop_flip,
+    epoch_seed,
+    make_loaders,
+    make_val_loader,
+    shift,
+)
 from grownet.data.formats import read_cifar_batch, read_idx
 from grownet.data.sources import AUGMENTS, DATASETS, Dataset, load_dataset, stratified_split
 
@@ -18,6 +25,7 @@ __all__ = [
     "epoch_seed",
     "load_dataset",
     "make_loaders",
+    "make_val_loader",
     "read_cifar_batch",
     "read_idx",
     "shift",

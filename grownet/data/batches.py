@@ -281,3 +281,13 @@ def make_loaders(
                         augment="none", device=device, seed=seed, rank=rank,
                         world_size=world_size)
     return train, test
+
+
+def make_val_loader(ds: Dataset, batch_size: int, device: str | torch.device = "cpu",
+                    rank: int = 0, world_size: int = 1) -> DeviceLoader | None:
+    """The loader of ``ds``'s validation split (stored order, no augmentation), or
+    ``None`` when it has none (see :meth:`Dataset.hold_out`)."""
+    if ds.x_val is None:
+        return None
+    return DeviceLoader(ds.x_val, ds.y_val, batch_size, shuffle=False, augment="none",
+                        device=device, rank=rank, world_size=world_size)

@@ -9,7 +9,7 @@ statistics) into a :class:`Dataset`. The loaders themselves live in
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -43,6 +43,10 @@ class Dataset:
         The augmentation the train split is meant to get: ``"none"``, ``"crop-flip"``
         (CIFAR: pad 4, random crop, random horizontal flip) or ``"shift"`` (digits:
         random shifts of up to 2 pixels, edges replicated).
+    x_val, y_val : torch.Tensor or None
+        A validation split carved from the training images (:meth:`hold_out`), for the
+        decisions a run makes (growth, stopping); ``None`` when there is none. The test
+        split is for the final report only.
     """
 
     name: str
@@ -55,6 +59,32 @@ class Dataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: str = "none"
+    x_val: torch.Tensor | None = field(default=None, repr=False)
+    y_val: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def n_val(self) -> int:
+        """Number of validation images (0 without a validation split)."""
+        return 0 if self.x_val is None else len(self.x_val)
+
+    def hold_out(self, fraction: float, seed: int = 0) -> Dataset:
+        """This dataset with ``fraction`` of its training images moved, stratified by
+        class, into a validation split (``seed`` fixes which; runs that differ only in
+        their training seed share it). Normalisation stays that of the full train split.
+        ``fraction`` 0 gives the dataset as it is."""
+        if fraction == 0:
+            return self
+        if self.x_val is not None:
+            raise UserError("this dataset has a validation split already")
+        n_val = math.ceil(fraction * self.n_train)
+        if not 0 < fraction < 1 or not 0 < n_val < self.n_train:
+            raise UserError(f"a validation fraction of {fraction} leaves no training or no "
+                            f"validation images of {self.n_train}; use a value in (0, 1) "
+                            "such as 0.1 (--val-frac)")
+        train, val = stratified_split(self.y_train.numpy(), n_val, seed=seed)
+        train_idx, val_idx = torch.as_tensor(train), torch.as_tensor(val)
+        return replace(self, x_train=self.x_train[train_idx], y_train=self.y_train[train_idx],
+                       x_val=self.x_train[val_idx], y_val=self.y_train[val_idx])
 
     @property
     def n_train(self) -> int:

@@ -2,10 +2,16 @@
 
 Growth as named steps (collect → propose → budget → apply):
 
-* ``collect``: each growable unit's selection ratio, all read in one host sync;
-* ``propose``: widen saturated units, deepen stages that stay saturated;
-* ``budget``: clip or skip a proposal that would exceed ``max_params``/``max_macs``;
+* ``collect``: each growable unit judged from Γ's support among its filters that had
+  the time to enter (one host sync, through the support tracker);
+* ``propose``: widen saturated units, deepen stages that stay saturated
+  (:mod:`grownet.grow.propose`), most filters per MAC first;
+* ``budget``: within the check's MAC allowance and ``max_params``/``max_macs``, clipped
+  or skipped;
 * ``apply``: build the new spec, transplant weights and (by default) optimizer state.
+
+A check that proposes nothing waits, or stops growth (the policy's stop rules: Γ, the
+validation score, the budgets).
 
 The first three make a :class:`Decision` (plain data, nothing changed yet); ``apply``
 enacts it. Under data parallelism only rank 0 decides, the decision is broadcast, and
@@ -24,8 +30,17 @@ from torch import nn
 from grownet import surgery
 from grownet.cost import count
 from grownet.grow.policy import GrowthPolicy
+from grownet.grow.propose import (
+    Judged,
+    Proposal,
+    Unit,
+    depth_candidates,
+    growable_units,
+    saturated,
+    widen_candidates,
+)
 from grownet.path import SupportTracker
-from grownet.spec import ArchSpec, LayerShape
+from grownet.spec import ArchSpec
 
 
 @dataclass
@@ -67,31 +82,8 @@ class Decision:
     streak: dict[str, int]  # the depth rule's counters after this check
     spec: ArchSpec | None = None  # the new spec (grow)
     calm: int = 0  # consecutive checks with no layer saturated, this one included
-
-
-@dataclass(frozen=True)
-class Unit:
-    """A growable width: one layer, or a residual stream (several convs, one width)."""
-
-    id: str  # the layer id that `surgery.widen` takes
-    members: tuple[str, ...]
-    stage: str | None
-    width: int
-
-
-def growable_units(spec: ArchSpec) -> list[Unit]:
-    """The widths growth may change: every conv and hidden FC layer except the
-    classifier; a residual stream counts once (its convs share one width)."""
-    units: dict[str, list[LayerShape]] = {}
-    for s in spec.shapes():
-        if s.role == "head":
-            continue
-        units.setdefault(s.group or s.id, []).append(s)
-    out = []
-    for members in units.values():
-        first = next((m for m in members if m.role != "proj"), members[0])
-        out.append(Unit(first.id, tuple(m.id for m in members), first.stage, first.out_ch))
-    return out
+    flat: int = 0  # consecutive checks whose score did not beat the best by min_gain
+    best: float | None = None  # the best score of any check so far
 
 
 def default_optimizer_factory(template: torch.optim.Optimizer
@@ -141,6 +133,8 @@ class Grower:
         self.streak: dict[str, int] = {}  # consecutive fully-saturated checks per stage
         self.last_check = -1  # epoch of the last check
         self.calm = 0  # consecutive checks with no layer saturated
+        self.flat = 0  # consecutive checks without a better validation score
+        self.best: float | None = None  # the best validation score at a check
 
     # ----------------------------------------------------------------- collect
     def ratios(self) -> dict[str, float]:
@@ -149,12 +143,19 @@ class Grower:
         growable = {m for u in growable_units(self.spec) for m in u.members}
         return {k: v for k, v in self.tracker.ratios().items() if k in growable}
 
+    def judge(self) -> dict[str, Judged]:
+        """Every growable unit judged from the support among filters that had their time
+        (``policy.mature_epochs``); one host sync."""
+        census = self.tracker.census(self.policy.mature_epochs)
+        return {u.id: Judged.of(u, census) for u in growable_units(self.spec)}
+
     # ----------------------------------------------------------------- the step
-    def step(self, epoch: int) -> GrowthEvent | None:
-        """Check (when a stage's epochs are done) and grow; see the policy's rules."""
+    def step(self, epoch: int, score: float | None = None) -> GrowthEvent | None:
+        """Check (when due) and grow; see the policy's rules. ``score`` is this epoch's
+        validation accuracy, read by the stop rule (``None``: Γ and budgets alone)."""
         if self.done or not self.due(epoch):
             return None
-        decision = self.decide(epoch) if self.decider else None
+        decision = self.decide(epoch, score) if self.decider else None
         if self.share is not None:
             decision = self.share(decision)
         if decision is None:
@@ -170,116 +171,73 @@ class Grower:
     def _at_epoch_budget(self, epoch: int) -> bool:
         return self.policy.max_epochs is not None and epoch + 1 >= self.policy.max_epochs
 
-    def decide(self, epoch: int) -> Decision:
+    def decide(self, epoch: int, score: float | None = None) -> Decision:
         """Collect, propose and budget: what :meth:`apply` would do now (nothing changes)."""
         pol = self.policy
-        at_epoch_budget = self._at_epoch_budget(epoch)
-        ratios = self.ratios()
+        judged = self.judge()
         units = growable_units(self.spec)
-        saturated = [u for u in units if self._unit_ratio(u, ratios) >= self._tau(u)]
-        if not saturated:
-            calm = self.calm + 1
-            if calm < pol.stop_patience and not at_epoch_budget:
-                return Decision(epoch, "wait", f"no layer saturated ({calm} of "
-                                f"{pol.stop_patience} checks)", [], _cost(self.spec),
-                                dict(self.streak), calm=calm)
-            return self._stop(epoch, f"no layer saturated at {calm} consecutive checks",
-                              ratios)
-        if at_epoch_budget:
-            return self._stop(epoch, f"growth epoch budget reached (max_epochs="
-                                     f"{pol.max_epochs})", ratios)
-        if pol.max_stages is not None and self.stage + 1 >= pol.max_stages:
-            return self._stop(epoch, f"stage budget reached (max_stages={pol.max_stages})",
-                              ratios)
-        return self._grow(epoch, units, saturated, ratios)
+        full = saturated(units, judged, pol)
+        pending = [u.id for u in units if judged[u.id].pending]
+        # Γ: no unit saturated, and none waits on young filters, at consecutive checks
+        calm = 0 if full or pending else self.calm + 1
+        best, flat = self.best, self.flat
+        if score is not None:
+            flat = 0 if best is None or score >= best + pol.min_gain else flat + 1
+            best = score if best is None else max(best, score)
+        ratios = {k: (v.ratio if v.ratio is not None else 0.0) for k, v in judged.items()}
 
-    def _tau(self, unit: Unit) -> float:
-        return self.policy.tau_for(unit.id, unit.stage)
+        def stop(reason: str) -> Decision:
+            return Decision(epoch, "stop", reason, [{"op": "none", "ratios": _rounded(ratios)}],
+                            _cost(self.spec), dict(self.streak), calm=calm, flat=flat,
+                            best=best)
 
-    @staticmethod
-    def _unit_ratio(unit: Unit, ratios: dict[str, float]) -> float:
-        return max((ratios[m] for m in unit.members if m in ratios), default=0.0)
-
-    def _stop(self, epoch: int, reason: str, ratios: dict[str, float]) -> Decision:
-        return Decision(epoch, "stop", reason, [{"op": "none", "ratios": _rounded(ratios)}],
-                        _cost(self.spec), dict(self.streak), calm=self.calm)
+        if self._at_epoch_budget(epoch):
+            return stop(f"growth epoch budget reached (max_epochs={pol.max_epochs})")
+        if calm >= pol.stop_patience:
+            return stop(f"Γ: no layer saturated at {calm} consecutive checks")
+        if flat >= pol.stop_patience:
+            return stop(f"validation accuracy did not improve by {pol.min_gain} over "
+                        f"{flat} consecutive checks (best {best:.4f})")
+        if full and pol.max_stages is not None and self.stage + 1 >= pol.max_stages:
+            return stop(f"stage budget reached (max_stages={pol.max_stages})")
+        if not full:
+            why = (f"waiting for young filters of {', '.join(pending)}" if pending else
+                   f"no layer saturated ({calm} of {pol.stop_patience} checks)")
+            return Decision(epoch, "wait", why, [], _cost(self.spec), dict(self.streak),
+                            calm=calm, flat=flat, best=best)
+        decision = self._grow(epoch, units, full, judged)
+        if decision.kind == "stop":
+            return stop(decision.reason)
+        decision.flat, decision.best = flat, best
+        return decision
 
     # -------------------------------------------------------- propose + budget
-    def _grow(self, epoch: int, units: list[Unit], saturated: list[Unit],
-              ratios: dict[str, float]) -> Decision:
-        pol, spec = self.policy, self.spec
-        before = _cost(spec)
-        changes: list[dict[str, Any]] = []
-        sat_ids = {u.id for u in saturated}
-        for unit in saturated:
-            record = {"op": "widen", "layer": unit.id, "ratio": round(
-                self._unit_ratio(unit, ratios), 4), "tau": self._tau(unit), "old": unit.width}
-            target = pol.widened(unit.width, spec.family)
-            if target <= unit.width:
-                record.update(new=unit.width, note=f"at max_width={pol.max_width}")
-                changes.append(record)
-                continue
-            new_spec, width, note = self._fit(spec, unit, target)
-            record.update(new=width, note=note)
-            if new_spec is not None:
-                spec = new_spec
-            changes.append(record)
+    def allowance(self) -> int | None:
+        """The MACs one check may add: ``macs_step`` times the net's MACs (``None``
+        without a limit)."""
+        if self.policy.macs_step is None:
+            return None
+        return int(self.policy.macs_step * count(self.spec).macs)
+
+    def _grow(self, epoch: int, units: list[Unit], full: list[Unit],
+              judged: dict[str, Judged]) -> Decision:
+        pol = self.policy
+        before = _cost(self.spec)
+        proposal = Proposal(self.spec, pol, self.allowance())
+        widen, capped = widen_candidates(self.spec, full, judged, pol)
         streak = dict(self.streak)
-        if pol.depth:
-            spec = self._propose_depth(spec, units, sat_ids, changes, streak)
-        if not any(_applied(c) for c in changes):
-            stop = self._stop(epoch, "saturated layers cannot grow within the budgets",
-                              ratios)
-            stop.streak = streak
-            return stop
-        return Decision(epoch, "grow", "", changes, before, streak, spec)
-
-    def _fit(self, spec: ArchSpec, unit: Unit, target: int
-             ) -> tuple[ArchSpec | None, int, str]:
-        """Widen ``unit`` toward ``target``, clipped to the largest width within budget."""
-        current = spec.shape(unit.id).out_ch
-        for width in range(target, current, -1):
-            candidate = surgery.widen(spec, unit.id, width)
-            if self._within_budget(candidate):
-                return candidate, width, "" if width == target else \
-                    f"clipped from {target} by the params/MACs budget"
-        return None, current, f"skipped: widening to {target} exceeds the params/MACs budget"
-
-    def _within_budget(self, spec: ArchSpec) -> bool:
-        pol = self.policy
-        if pol.max_params is None and pol.max_macs is None:
-            return True
-        c = count(spec)
-        return ((pol.max_params is None or c.params <= pol.max_params)
-                and (pol.max_macs is None or c.macs <= pol.max_macs))
-
-    def _propose_depth(self, spec: ArchSpec, units: list[Unit], sat_ids: set[str],
-                       changes: list[dict[str, Any]], streak: dict[str, int]) -> ArchSpec:
-        pol = self.policy
-        capped = {c["layer"] for c in changes if c["op"] == "widen" and
-                  c["new"] >= pol.max_width}
-        for stage in spec.stages:
-            members = [u for u in units if u.stage == stage.id]
-            all_sat = bool(members) and all(u.id in sat_ids for u in members)
-            streak[stage.id] = streak.get(stage.id, 0) + 1 if all_sat else 0
-            at_cap = any(u.id in capped for u in members)
-            if streak[stage.id] < pol.depth_patience and not at_cap:
-                continue
-            why = ("a saturated layer is at max_width" if at_cap else
-                   f"all layers saturated at {streak[stage.id]} consecutive checks")
-            position = len(stage.blocks) if stage.blocks else len(stage.layers)
-            candidate = surgery.deepen(spec, stage.id, position)
-            if not self._within_budget(candidate):
-                changes.append({"op": "deepen", "stage": stage.id, "applied": False,
-                                "reason": why, "note": "skipped: exceeds the params/MACs "
-                                "budget"})
-                continue
-            new_ids = sorted(set(candidate.layer_ids()) - set(spec.layer_ids()))
-            changes.append({"op": "deepen", "stage": stage.id, "applied": True,
-                            "reason": why, "inserted": new_ids, "position": position})
-            streak[stage.id] = 0
-            spec = candidate
-        return spec
+        deepen = (depth_candidates(self.spec, units, {u.id for u in full},
+                                   {c["layer"] for c in capped}, streak, pol)
+                  if pol.depth else [])
+        proposal.changes.extend(capped)
+        proposal.take(widen + deepen)
+        for change in proposal.changes:
+            if change["op"] == "deepen" and change["applied"]:
+                streak[change["stage"]] = 0
+        if not proposal.applied:
+            return Decision(epoch, "stop", "saturated layers cannot grow within the budgets",
+                            proposal.changes, before, streak)
+        return Decision(epoch, "grow", "", proposal.changes, before, streak, proposal.spec)
 
     # ------------------------------------------------------------------ apply
     def apply(self, decision: Decision) -> GrowthEvent | None:
@@ -287,6 +245,7 @@ class Grower:
         a check that waits (no layer saturated, patience left)."""
         self.streak = dict(decision.streak)
         self.last_check, self.calm = decision.epoch, decision.calm
+        self.flat, self.best = decision.flat, decision.best
         if decision.kind == "wait":
             return None
         if decision.kind == "stop":
@@ -324,7 +283,8 @@ class Grower:
     def state_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "stage_start": self.stage_start, "done": self.done,
                 "stop_reason": self.stop_reason, "streak": dict(self.streak),
-                "last_check": self.last_check, "calm": self.calm}
+                "last_check": self.last_check, "calm": self.calm, "flat": self.flat,
+                "best": -1.0 if self.best is None else self.best}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.stage = int(state["stage"])
@@ -334,18 +294,14 @@ class Grower:
         self.streak = {str(k): int(v) for k, v in state["streak"].items()}
         self.last_check = int(state["last_check"])
         self.calm = int(state["calm"])
+        self.flat = int(state["flat"])
+        self.best = None if state["best"] < 0 else float(state["best"])
 
 
 def _cost(spec: ArchSpec) -> dict[str, int]:
     c = count(spec)
     return {"params": int(c.params), "macs": int(c.macs)}
 
-
-def _applied(change: dict[str, Any]) -> bool:
-    """Whether a proposed change took effect: a widening that grew, an inserted layer."""
-    if change["op"] == "widen":
-        return change["new"] > change["old"]
-    return bool(change.get("applied"))
 
 
 def _rounded(ratios: dict[str, float]) -> dict[str, float]:

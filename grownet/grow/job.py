@@ -9,8 +9,9 @@ Where growth happens, in order, after every epoch of the ``grow`` phase:
    the support it ended with), takes the new model and optimizer, carries each
    parameter's initial value (``init/``, for lottery tickets) and starts the next stage
    (``stages/NNN/``);
-3. on a stop it switches to the ``finetune`` phase for the policy's
-   ``finetune_epochs``.
+3. on a stop it switches to the ``finetune`` phase for every epoch left: a run trains
+   ``--epochs`` in all, and what growth does not use goes to fine-tuning (at least the
+   policy's ``finetune_epochs``, which shrink to half the run when it is short).
 
 Everything else (the epoch loop, checkpoints, resume, the finish) is
 :class:`~grownet.train.job.TrainJob`'s.
@@ -27,6 +28,7 @@ from grownet.grow.initial import carry_initial
 from grownet.grow.policy import GrowthPolicy
 from grownet.runs import RunConfig, RunDir
 from grownet.train.job import TrainJob
+from grownet.train.loop import EpochResult
 from grownet.train.methods import EpochLog
 from grownet.train.result import JobResult
 
@@ -38,14 +40,11 @@ class GrowJob(TrainJob):
 
     def __init__(self, cfg: RunConfig, *args: Any, policy: GrowthPolicy | None = None,
                  **kwargs: Any) -> None:
-        base = policy if policy is not None else GrowthPolicy.from_config(cfg.growth)
-        if base.finetune_epochs >= cfg.epochs:
-            raise UserError(f"finetune_epochs={base.finetune_epochs} leaves no epoch to "
-                            f"grow in epochs={cfg.epochs}; lower --finetune-epochs or raise "
-                            "--epochs")
-        # growth may use the epochs that fine-tuning leaves
-        cap = cfg.epochs - base.finetune_epochs
-        self.policy = base.replace(max_epochs=min(base.max_epochs or cap, cap))
+        self.policy = policy if policy is not None else GrowthPolicy.from_config(cfg.growth)
+        # growth may use the epochs that the fine-tuning reserve leaves (a short run keeps
+        # half of them for fine-tuning)
+        cap = cfg.epochs - min(self.policy.finetune_epochs, cfg.epochs // 2)
+        self.growth_epochs = min(self.policy.max_epochs or cap, cap)
         super().__init__(cfg, *args, **kwargs)
         self._check_budgets()
 
@@ -63,7 +62,7 @@ class GrowJob(TrainJob):
         return self.grower.stage
 
     def resolved_config(self) -> RunConfig:
-        return self.cfg.replace(growth=self.policy.to_config())
+        return self.cfg.replace(growth=self.policy.to_config(), val_frac=self.cfg.validation)
 
     def on_start(self) -> None:
         pass  # the grow phase ends at a stop decision, not after a number of epochs
@@ -71,14 +70,15 @@ class GrowJob(TrainJob):
     def wire(self, optimizer: Any) -> None:
         super().wire(optimizer)
         share = self.dist.broadcast if self.dist.enabled else None  # rank 0's decision
-        self.grower = Grower(self.spec, self.model, optimizer, self.policy,
-                             tracker=self.tracker, optimizer_factory=self.make_optimizer,
+        policy = self.policy.replace(max_epochs=self.growth_epochs)
+        self.grower = Grower(self.spec, self.model, optimizer, policy, tracker=self.tracker,
+                             optimizer_factory=self.make_optimizer,
                              decider=self.dist.is_main, share=share)
 
-    def after_epoch(self, log: EpochLog) -> None:
+    def after_epoch(self, log: EpochLog, val: EpochResult | None) -> None:
         if self.pos.phase != "grow":
             return
-        event = self.grower.step(self.pos.epoch - 1)
+        event = self.grower.step(self.pos.epoch - 1, score=None if val is None else val.acc)
         if event is None:
             return
         if event.kind == "grow":
@@ -125,7 +125,7 @@ class GrowJob(TrainJob):
         pos = self.pos
         self.run.log_event(event.to_dict())
         pos.phase, pos.phase_start = "finetune", pos.epoch
-        pos.phase_epochs = self.policy.finetune_epochs
+        pos.phase_epochs = self.cfg.epochs - pos.epoch  # every epoch growth left
         self.say(f"     stop growing: {event.reason}; fine-tune {pos.phase_epochs} epochs")
 
 

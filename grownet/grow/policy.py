@@ -5,10 +5,14 @@ source of growth settings and their defaults: ``grownet grow``'s flags and the
 
 Rules (ALGORITHMS.md A11, extended with depth):
 
-* **Check** every ``epochs_per_stage`` epochs of a stage.
+* **Check** every ``epochs_per_stage`` epochs of a stage (or after the previous check).
 * **Saturation**: layer ``L`` saturates when its selection ratio (fraction of its
-  filters in Γ's support) is ``>= tau(L)``. A residual stream (the second convs of a
-  stage's blocks, which share one width) saturates when any of its convs does.
+  filters in Γ's support) is ``>= tau(L)``, judged only when every filter of ``L``
+  still out of the support has trained ``mature_epochs`` epochs (the paced path's time
+  to enter, with room for filters below norm 1); until then ``L`` is *pending* (it just
+  grew: its new filters neither ask for more nor say there is room). A residual stream
+  (the second convs of a stage's blocks, which share one width) saturates when any of
+  its convs does.
 * **Widen** a saturated layer from ``w`` to ``min(max_width, max(w + grow_num,
   floor(grow_ratio * w)))``; ``grow_num=None`` means 8 for plain nets and 4 for
   residual nets (the reference's numbers).
@@ -16,12 +20,18 @@ Rules (ALGORITHMS.md A11, extended with depth):
   checks every growable layer of the stage saturated, or a saturated layer of it is
   already at ``max_width``. A plain stage gets a conv layer at its end, a residual
   stage a basic block at its end (both initialised as the identity).
-* **Stop** when no layer saturates at ``stop_patience`` consecutive checks (a check
-  that finds none saturated, with patience left, waits: the stage trains on and is
-  checked again ``epochs_per_stage`` epochs later), or when a budget is reached
-  (``max_stages`` architectures, the start included; ``max_epochs`` of growth).
-  Widening that would exceed ``max_params`` or ``max_macs`` is clipped to the largest
-  width that fits, or skipped; the event says so.
+* **Cost**: the changes of one check are taken most filters-per-MAC first (times the
+  unit's ratio), while the MACs they add stay within ``macs_step`` times the net's MACs
+  (the first change is always taken) and the budgets ``max_params`` / ``max_macs``
+  (a change that does not fit is clipped to the widest that does, or skipped; the event
+  says so). A budget is thus spent where filters are cheap: at low resolution, after
+  pooling.
+* **Stop** (what decides the size; the budgets are only caps): when Γ says no layer
+  needs more (no layer saturated and none pending at ``stop_patience`` consecutive
+  checks), or when the validation accuracy (the run's held-out split) has not beaten
+  its best by ``min_gain`` at ``stop_patience`` consecutive checks; or at a budget
+  (``max_stages`` architectures, the start included; ``max_epochs`` of growth). A
+  check that finds nothing to grow and no reason to stop waits: the stage trains on.
 * **Fine-tune** ``finetune_epochs`` epochs after growth stops (the grow job).
 """
 
@@ -38,7 +48,7 @@ from grownet.runs.config import RunConfig, coerce
 WIDEN_INITS = ("zero", "split", "random")
 # The config type of each optional field (None means "no budget" / "family default").
 _OPTIONAL = {"grow_num": "int", "max_params": "int", "max_macs": "int",
-             "max_stages": "int", "max_epochs": "int"}
+             "max_stages": "int", "max_epochs": "int", "macs_step": "float"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,9 @@ class GrowthPolicy:
     depth: bool = True
     depth_patience: int = 2
     stop_patience: int = 2
+    mature_epochs: float = 4.0
+    min_gain: float = 0.001
+    macs_step: float | None = 1.0
     max_width: int = 128
     max_params: int | None = None
     max_macs: int | None = None
@@ -85,6 +98,10 @@ class GrowthPolicy:
         need(self.grow_ratio >= 1, "grow_ratio", "must be >= 1")
         need(self.depth_patience >= 1, "depth_patience", "must be >= 1")
         need(self.stop_patience >= 1, "stop_patience", "must be >= 1")
+        need(self.mature_epochs >= 0, "mature_epochs", "must be >= 0")
+        need(0 <= self.min_gain < 1, "min_gain", "must lie in [0, 1)")
+        need(self.macs_step is None or self.macs_step > 0, "macs_step",
+             "must be > 0 (or absent: no limit per check)")
         need(self.max_width >= 1, "max_width", "must be >= 1")
         for key in ("max_params", "max_macs", "max_stages", "max_epochs"):
             need(getattr(self, key) is None or getattr(self, key) >= 1, key,

@@ -10,6 +10,6 @@ epoch. Nothing synchronises with the device until a caller reads a result.
 """
 
 from grownet.path.layout import NEVER_EPOCH
-from grownet.path.tracker import SupportTracker
+from grownet.path.tracker import Census, SupportTracker
 
-__all__ = ["NEVER_EPOCH", "SupportTracker"]
+__all__ = ["NEVER_EPOCH", "Census", "SupportTracker"]

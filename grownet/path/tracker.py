@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,7 +13,31 @@ from grownet.optim import DessiLBI
 from grownet.path.layout import LayerSlot, layer_name, view
 from grownet.path.readers import HistoryReadout
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Census:
+    """A layer's groups at one moment: ``selected`` (in Γ's support), and the others
+    split by age into ``waiting`` (younger than the maturity asked for: not yet had the
+    time the paced path gives a group to enter) and ``passed`` (old enough, still out).
+
+    :attr:`ratio` is the selection ratio among the groups that had their time:
+    ``selected / (selected + passed)``, so groups that growth just added do not dilute
+    it; ``None`` when no group had its time."""
+
+    selected: int
+    waiting: int
+    passed: int
+
+    @property
+    def total(self) -> int:
+        return self.selected + self.waiting + self.passed
+
+    @property
+    def ratio(self) -> float | None:
+        judged = self.selected + self.passed
+        return self.selected / judged if judged else None
 
 
 class SupportTracker(HistoryReadout):
@@ -49,6 +74,7 @@ class SupportTracker(HistoryReadout):
         self._bind(opt, self._layout(opt))
         self._entry_step = torch.full((self._total,), -1, dtype=torch.long, device=self._device)
         self._entry_epoch = torch.full_like(self._entry_step, -1)
+        self._birth = torch.zeros_like(self._entry_step)  # first epoch each group trained
         self._refresh(stamp=True)
 
     # -- binding to an optimizer ------------------------------------------------------
@@ -149,14 +175,15 @@ class SupportTracker(HistoryReadout):
             )
         device = layers[0].param.device
         total = layers[-1].offset + layers[-1].numel
-        es = torch.full((total,), -1, dtype=torch.long, device=device)
-        ee = torch.full_like(es, -1)
+        # new groups: no entry yet, born at the next epoch to train
+        fills = (-1, -1, self._next_epoch)
+        olds = (self._entry_step, self._entry_epoch, self._birth)
+        news = [torch.full((total,), f, dtype=torch.long, device=device) for f in fills]
         for lay in layers:
             old = old_layers.get(lay.name)
             if old is None or len(old.shape) != len(lay.shape):
                 continue  # a new layer (or one whose structure changed): all groups new
-            src_es = view(self._entry_step, old).to(device)
-            src_ee = view(self._entry_epoch, old).to(device)
+            srcs = [view(v, old).to(device) for v in olds]
             idx = keep.get(lay.name)
             if idx is not None:
                 idx = torch.as_tensor(idx).to(device)
@@ -174,16 +201,21 @@ class SupportTracker(HistoryReadout):
                         f"index into the {old.shape[0]} old rows (-1 for a new row) with at "
                         f"most {lay.shape[0]} entries (the new layer's rows)"
                     )
-                # -1 marks a row that growth created: it has no entry yet
-                new_row = (idx < 0).view((-1,) + (1,) * (src_es.ndim - 1))
-                src_es = src_es.index_select(0, idx.long().clamp(min=0)).masked_fill(new_row, -1)
-                src_ee = src_ee.index_select(0, idx.long().clamp(min=0)).masked_fill(new_row, -1)
-            common = tuple(slice(0, min(a, b)) for a, b in zip(src_es.shape, lay.shape))
-            view(es, lay)[common] = src_es[common]
-            view(ee, lay)[common] = src_ee[common]
+                # -1 marks a row that growth created: no entry yet, born now
+                new_row = (idx < 0).view((-1,) + (1,) * (srcs[0].ndim - 1))
+                srcs = [src.index_select(0, idx.long().clamp(min=0)).masked_fill(new_row, f)
+                        for src, f in zip(srcs, fills)]
+            common = tuple(slice(0, min(a, b)) for a, b in zip(srcs[0].shape, lay.shape))
+            for new, src in zip(news, srcs):
+                view(new, lay)[common] = src[common]
         self._bind(opt, layers)
-        self._entry_step, self._entry_epoch = es, ee
+        self._entry_step, self._entry_epoch, self._birth = news
         self._refresh(stamp=False)
+
+    @property
+    def _next_epoch(self) -> int:
+        """The epoch that trains next: one after the last :meth:`end_epoch`."""
+        return self._history[-1]["epoch"] + 1 if self._history else 0
 
     def follow(self, event: Any) -> None:
         """Follow a growth step: bind to ``event.optimizer``, carrying every entry step,
@@ -246,6 +278,7 @@ class SupportTracker(HistoryReadout):
         self._support = self._support.to(device)
         self._entry_step = self._entry_step.to(device)
         self._entry_epoch = self._entry_epoch.to(device)
+        self._birth = self._birth.to(device)
         self._make_views()
 
     # -- epochs ---------------------------------------------------------------------
@@ -309,6 +342,30 @@ class SupportTracker(HistoryReadout):
         """Entry epoch per group of ``layer`` (``-1`` = never), on the device."""
         return view(self._entry_epoch, self._layer(layer)).clone()
 
+    def census(self, mature_epochs: float = 0.0) -> dict[str, Census]:
+        """Each layer's groups now: selected, waiting (younger than ``mature_epochs``
+        epochs and out of the support) and passed (older, still out); one device sync.
+
+        A group's age is the number of epochs it has trained (it is born in the epoch
+        after the growth step that created it; the start's groups in epoch 0)."""
+        self._refresh(stamp=True)
+        young = (self._next_epoch - self._birth) < mature_epochs
+        sup = self._support
+        rows = []
+        for lay in self._layers:
+            s = slice(lay.offset, lay.offset + lay.numel)
+            rows += [sup[s].sum(), (~sup[s] & young[s]).sum()]
+        counts = torch.stack(rows).tolist()
+        out = {}
+        for i, lay in enumerate(self._layers):
+            sel, wait = counts[2 * i], counts[2 * i + 1]
+            out[lay.name] = Census(int(sel), int(wait), int(lay.numel - sel - wait))
+        return out
+
+    def birth_epochs(self, layer: str) -> Tensor:
+        """The first epoch each group of ``layer`` trained in (0 for the start's)."""
+        return view(self._birth, self._layer(layer)).clone()
+
     def ratios(self) -> dict[str, float]:
         """Current selection ratio per layer, as host floats (one device sync)."""
         self._refresh(stamp=True)
@@ -328,6 +385,7 @@ class SupportTracker(HistoryReadout):
             "shapes": [list(lay.shape) for lay in self._layers],
             "entry_step": self._entry_step.clone(),
             "entry_epoch": self._entry_epoch.clone(),
+            "birth_epoch": self._birth.clone(),
             "history": [dict(rec, support=rec["support"].clone()) for rec in self._history],
         }
 
@@ -348,6 +406,7 @@ class SupportTracker(HistoryReadout):
         self._step = int(state["step"])
         self._entry_step = state["entry_step"].to(self._device, torch.long).clone()
         self._entry_epoch = state["entry_epoch"].to(self._device, torch.long).clone()
+        self._birth = state["birth_epoch"].to(self._device, torch.long).clone()
         self._history = [
             dict(rec, support=rec["support"].to(self._device, torch.bool).clone())
             for rec in state["history"]

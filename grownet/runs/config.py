@@ -47,6 +47,9 @@ class RunConfig:
     epochs: int = 30  # grow: the most epochs in all, fine-tuning included
     batch_size: int = 128
     augment: str = "auto"  # auto: the dataset's own (shift for MNIST-like, crop-flip CIFAR)
+    # share of the training images held out for the run's decisions (growth, stopping);
+    # -1: 0.1 for grow, none for train. The test split is read for the report only.
+    val_frac: float = -1.0
     start: str = "seed"  # grow: the narrow start preset
     arch: str = "lenet5"  # train: the fixed backbone preset
     method: str = "dessilbi"  # train: sgd | dessilbi | dst (grow always uses dessilbi)
@@ -87,6 +90,8 @@ class RunConfig:
         need(self.command in ("grow", "train"), "command", "use 'grow' or 'train'")
         need(self.epochs >= 1, "epochs", "must be >= 1")
         need(self.batch_size >= 1, "batch_size", "must be >= 1")
+        need(0 <= self.val_frac < 1 or self.val_frac == -1, "val_frac",
+             "must lie in [0, 1) (or -1: 0.1 for grow, 0 for train)")
         need(self.augment in AUGMENTS, "augment", f"use one of {', '.join(AUGMENTS)}")
         need(self.method in METHODS, "method", f"use one of {', '.join(METHODS)}")
         need(self.schedule in SCHEDULES, "schedule", f"use one of {', '.join(SCHEDULES)}")
@@ -100,6 +105,13 @@ class RunConfig:
         need(self.alpha >= 0, "alpha", "must be >= 0")
         need(self.warmup_epochs >= 0 or self.warmup_epochs == -1, "warmup_epochs",
              "must be >= 0 (or -1: 1 for train, 0 for grow)")
+
+    @property
+    def validation(self) -> float:
+        """The validation fraction in force (``val_frac`` with -1 resolved)."""
+        if self.val_frac >= 0:
+            return self.val_frac
+        return 0.1 if self.command == "grow" else 0.0
 
     @property
     def warmup(self) -> float:

@@ -21,13 +21,14 @@ from typing import Any, Protocol
 import torch
 
 from grownet.cost import ComputeMeter, CostTable, count
-from grownet.data import Dataset, load_dataset, make_loaders
+from grownet.data import Dataset, load_dataset, make_loaders, make_val_loader
 from grownet.dist import DistContext, context_from_env
 from grownet.errors import UserError
 from grownet.nets import build
 from grownet.runs import RunConfig, RunDir
 from grownet.spec import ArchSpec
 from grownet.train.loop import (
+    EpochResult,
     evaluate,
     resolve_device,
     rng_state,
@@ -93,9 +94,13 @@ class TrainJob:
                                             seed=cfg.seed)
         if cfg.augment != "auto":
             self.data = dataclasses.replace(self.data, augment=cfg.augment)
+        # decisions read a split of the training images; the test split only reports
+        self.data = self.data.hold_out(cfg.validation)
         self.train_loader, self.test_loader = make_loaders(
             self.data, cfg.batch_size, self.device, cfg.seed, rank=self.dist.rank,
             world_size=self.dist.world_size)
+        self.val_loader = make_val_loader(self.data, cfg.batch_size, self.device,
+                                          rank=self.dist.rank, world_size=self.dist.world_size)
         self.spec = start_spec(self.start_name, self.data)
         self.weights = weights
         self.observer_factory = observer
@@ -122,15 +127,17 @@ class TrainJob:
 
     def resolved_config(self) -> RunConfig:
         """The configuration written to ``config.toml`` (a fixed net has no growth
-        settings, even when its ``--config`` came from a grow run)."""
-        return self.cfg.replace(growth={})
+        settings, even when its ``--config`` came from a grow run); the validation split
+        it held out is written as a number, so a run derived from this file keeps it."""
+        return self.cfg.replace(growth={}, val_frac=self.cfg.validation)
 
     def on_start(self) -> None:
         """After the model and optimizer exist, before the first epoch."""
         self.pos.phase_epochs = self.cfg.epochs
 
-    def after_epoch(self, log: EpochLog) -> None:
-        """After an epoch's rows are written, before its checkpoint."""
+    def after_epoch(self, log: EpochLog, val: EpochResult | None) -> None:
+        """After an epoch's rows are written, before its checkpoint; ``val`` is the
+        epoch's validation result (``None`` without a validation split)."""
 
     def finished(self) -> bool:
         p = self.pos
@@ -207,6 +214,7 @@ class TrainJob:
                          extra_loss=self.method.extra_loss(),
                          after_step=set_lr if pos.step < warmup_steps else None,
                          runtime=self.runtime)
+        va = self.validate()
         te = evaluate(self.model, self.test_loader, self.device, runtime=self.runtime)
         pos.wall += time.perf_counter() - t0
         pos.step += len(self.train_loader)
@@ -218,8 +226,10 @@ class TrainJob:
         for row in log.rows:  # the method's per-layer path (support.csv / keep.csv)
             self.run.append_row(log.table, row)
         row = {"stage": self.stage, "epoch": pos.epoch, "step": pos.step, "phase": pos.phase,
-               "lr": lr, "train_loss": tr.loss, "train_acc": tr.acc, "test_loss": te.loss,
-               "test_acc": te.acc, "params": self.cost.params, "macs": self.cost.macs,
+               "lr": lr, "train_loss": tr.loss, "train_acc": tr.acc,
+               "val_loss": "" if va is None else va.loss, "val_acc": "" if va is None else va.acc,
+               "test_loss": te.loss, "test_acc": te.acc,
+               "params": self.cost.params, "macs": self.cost.macs,
                **log.columns, "train_macs": self.compute.total, "time_s": round(pos.wall, 3)}
         self.run.append_row("metrics.csv", row)
         if self.observer:
@@ -228,8 +238,14 @@ class TrainJob:
                  f"{tr.loss:8.4f} {te.acc * 100:7.2f} {self.cost.params:>9,} "
                  f"{row['mean_ratio']:6.2f}", header=pos.epoch == 0)
         pos.epoch += 1
-        self.after_epoch(log)
+        self.after_epoch(log, va)
         self._checkpoint()
+
+    def validate(self) -> EpochResult | None:
+        """Loss and accuracy on the validation split (``None`` without one)."""
+        if self.val_loader is None:
+            return None
+        return evaluate(self.model, self.val_loader, self.device, runtime=self.runtime)
 
     def write_layers(self, ratios: dict[str, float], epoch: int,
                      stage: int | None = None) -> None:
