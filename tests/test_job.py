@@ -168,11 +168,11 @@ def test_sigkill_and_resume_match_an_uninterrupted_run(tmp_path):
 
 # ------------------------------------------------------------------------ bad input
 @pytest.mark.parametrize("argv, words", [
-    (["grow", "--start", "nope"], "unknown preset"),
+    (["grow", "--start", "nope"], "neither a preset"),
     (["grow", "--data", "imagenet"], "imagenet"),
     (["grow", "--tau", "1.5"], "tau"),
     (["grow", "--max-params", "10"], "smaller than the start"),
-    (["train", "--arch", "nope"], "unknown preset"),
+    (["train", "--arch", "nope"], "neither a preset"),
     (["grow", "--epochs", "0"], "epochs"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, words, tmp_path, capsys):

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from grownet.runs import RunConfig
+from grownet.runs.config import read_toml
 
 # (flag, config key, type, help). Defaults are None so that only flags given on the
 # command line override the config file.
@@ -46,21 +47,42 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, TRAINING_FLAGS)
 
 
+class TypedFlag(argparse.Action):
+    """``store`` (or, with ``const``, ``store_const``) that also remembers the spelling
+    the user typed (``--from`` or ``--start``), so that errors name the flag as typed."""
+
+    def __init__(self, option_strings, dest, const=None, **kwargs):
+        super().__init__(option_strings, dest, nargs=0 if const is not None else None,
+                         const=const, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        typed = dict(getattr(namespace, "typed_flags", None) or {})
+        typed[self.dest] = option_string
+        namespace.typed_flags = typed
+
+
 def add_flags(parser: argparse.ArgumentParser, flags: tuple) -> None:
     for flag, key, kind, text in flags:
         names = flag.split("|")  # "--start|--from": one flag, two spellings
         if kind is bool:
-            parser.add_argument(*names, dest=key, action="store_const", const=True, help=text)
+            parser.add_argument(*names, dest=key, action=TypedFlag, const=True, help=text)
         else:
-            parser.add_argument(*names, dest=key, type=kind, default=None, help=text)
+            parser.add_argument(*names, dest=key, action=TypedFlag, type=kind, default=None,
+                                help=text)
 
 
 def resolve_config(args: argparse.Namespace, command: str, flags: tuple) -> RunConfig:
-    """Defaults, then ``--config``, then the flags given on the command line."""
-    cfg = RunConfig(command=command)
+    """Defaults, then ``--config``, then the flags given on the command line; checked,
+    with every message naming the flag as typed (or the file a key came from)."""
+    cfg, names = RunConfig(command=command), {}
     if args.config:
-        cfg = RunConfig.from_toml(args.config, base=cfg)
+        values = read_toml(args.config)
+        cfg = cfg.updated(values, args.config)
         cfg.command = command
+        names.update({key: str(args.config) for key in values})
+    typed = getattr(args, "typed_flags", None) or {}
     given = {key: getattr(args, key) for _, key, _, _ in flags
              if getattr(args, key, None) is not None}
-    return cfg.updated(given, "command-line flags").validate()
+    names.update({key: typed.get(key, "") for key in given})
+    return cfg.updated(given, "command-line flags").validate(names)

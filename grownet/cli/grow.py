@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from grownet.cli.common import TRAINING_FLAGS, add_flags, add_training_flags, resolve_config
+from grownet.cli.common import (
+    TRAINING_FLAGS,
+    TypedFlag,
+    add_flags,
+    add_training_flags,
+    resolve_config,
+)
 
 GROW_FLAGS = (
     # --from: under torchrun, whose own parser mistakes --start for --start-method
@@ -23,7 +29,7 @@ GROW_FLAGS = (
     ("--max-stages", "max_stages", int, "most architectures, the start included "
      "(default 6)"),
     ("--finetune-epochs", "finetune_epochs", int, "fine-tuning epochs after growth "
-     "(default 6)"),
+     "(default: 6, or half of --epochs when that is smaller)"),
     ("--widen-init", "widen_init", str, "new filters: zero (default, function-preserving), "
      "split, random"),
 )
@@ -41,10 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_flags(p)
     add_flags(p, GROW_FLAGS)
-    p.add_argument("--reset-state", dest="carry_state", action="store_const", const=False,
+    p.add_argument("--reset-state", dest="carry_state", action=TypedFlag, const=False,
                    help="give each stage a fresh optimizer (the reference behaviour) "
                    "instead of carrying V, Γ and momentum")
-    p.add_argument("--no-depth", dest="depth", action="store_const", const=False,
+    p.add_argument("--no-depth", dest="depth", action=TypedFlag, const=False,
                    help="widen only; never insert layers")
     p.set_defaults(func=run)
 

@@ -35,6 +35,8 @@ from grownet.compare.plan import (
     run_plan,
 )
 from grownet.runs import RunConfig
+from grownet.runs.files import write_error
+from grownet.runs.lock import DirLock
 
 
 @dataclass
@@ -97,8 +99,20 @@ def compare(runs: Sequence[str | Path], backbones: str | Sequence[str],
     given = load_given(runs)
     plan = make_plan(given, backbones, methods, out=out, epochs=epochs, seeds=seeds,
                      device=device)
-    run_plan(plan, verbose=verbose, say=say)
+    try:
+        plan.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(plan.out, err, "choose a writable --out DIR") from None
+    lock = DirLock(plan.out).acquire("comparison folder")  # one compare per folder
+    try:
+        return _compare(given, plan, latency_repeats, verbose, command, say)
+    finally:
+        lock.release()
 
+
+def _compare(given: Sequence[GivenRun], plan: Plan, latency_repeats: int, verbose: bool,
+             command: str, say: Callable[[str], None]) -> CompareResult:
+    run_plan(plan, verbose=verbose, say=say)
     timer = LatencyCache(repeats=latency_repeats)
     todo: list[tuple[Path, str, str, str, int, RunConfig]] = []
     seen: set[Path] = set()
@@ -125,7 +139,6 @@ def compare(runs: Sequence[str | Path], backbones: str | Sequence[str],
     notes += _mixed_configs(todo)
     if command:
         notes.append(f"command: `{command}`")
-    plan.out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path, md = write_tables(rows, plan.out, timer.gpu, notes)
 
     grown_paths: dict[str, Path] = {}

@@ -18,15 +18,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from grownet.compare.measure import check_finished
 from grownet.errors import UserError
 from grownet.runs import RunConfig, RunDir, load_spec
 from grownet.runs.config import METHODS
+from grownet.runs.rundir import MARKERS
 from grownet.spec import PRESETS, ArchSpec, SpecError, preset
 
 #: keys every given run must share: the same data, split and batches
@@ -36,7 +37,7 @@ FINAL = Path("final") / "model.safetensors"
 
 def is_finished(path: str | Path) -> bool:
     """Whether a run directory holds its final model (written last, at the very end)."""
-    return (Path(path) / FINAL).is_file()
+    return RunDir(path).finished
 
 
 def epochs_trained(path: str | Path) -> int:
@@ -132,6 +133,7 @@ def load_given(paths: Sequence[str | Path]) -> list[GivenRun]:
         if not is_finished(path):
             raise UserError(f"{p} has not finished (no {FINAL}); run 'grownet resume {p}' "
                             "first")
+        check_finished(path)  # a damaged run stops the comparison before any training
         runs.append(GivenRun(path, cfg, epochs_trained(path),
                              load_spec(path / "final" / "arch.json")))
     first = runs[0]
@@ -271,6 +273,9 @@ def make_plan(given: Sequence[GivenRun], backbones: Sequence[str], methods: Sequ
     out = Path(out) if out is not None else first.path / "compare"
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; pass a folder")
+    if any((out / marker).is_file() for marker in MARKERS):
+        raise UserError(f"--out {out} is a run directory; pass a folder of its own for the "
+                        "comparison (default: <first RUN>/compare)")
     jobs = []
     for arch in backbones:
         for method in methods:
@@ -304,11 +309,12 @@ def _decide(cfg: RunConfig, given: Sequence[GivenRun], out: Path) -> BackboneJob
         diff = ", ".join(config_differences(have, cfg, ignore=EXECUTION_KEYS))
         raise UserError(f"{path} holds a run with a different config ({diff}); {fix}")
     if is_finished(path):
+        check_finished(path)
         job.action, job.cfg = "reused", have
-    elif (path / "checkpoints" / "last.pt").is_file():
-        job.action, job.cfg = "resumed", have  # a resume keeps the run's own device
-    else:  # killed inside its first epoch: nothing was finished, start it again
-        job.note = "(restarted: killed before its first epoch ended)"
+    else:  # a resume keeps the run's own device; with no checkpoint it starts again
+        job.action, job.cfg = "resumed", have
+        if not RunDir(path).has_checkpoint():
+            job.note = "(from the start: killed before its first epoch ended)"
     return job
 
 
@@ -331,8 +337,6 @@ def run_plan(plan: Plan, verbose: bool = False,
             if job.action == "resumed":
                 result = resume_job(job.path, quiet=not verbose)
             else:
-                if job.path.exists():  # restart: config.toml only, no finished epoch
-                    shutil.rmtree(job.path)
                 result = start_job(job.cfg, job.path, quiet=not verbose)
         say(f"      test accuracy {result.test_acc * 100:.2f}%, "
             f"{time.perf_counter() - t0:.1f} s")

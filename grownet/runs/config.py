@@ -8,7 +8,9 @@ range is a :class:`UserError` naming the key and what it accepts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -66,7 +68,7 @@ class RunConfig:
     max_params: int = 0  # 0: no budget
     max_macs: int = 0
     max_stages: int = 6
-    finetune_epochs: int = 6
+    finetune_epochs: int = -1  # -1: min(6, epochs // 2) (see .finetune)
     carry_state: bool = True  # carry V, Γ, momentum across growth (False: reset)
     widen_init: str = "zero"
     # execution (results do not depend on these beyond float rounding)
@@ -74,41 +76,86 @@ class RunConfig:
     tensorboard: bool = False  # also log to RUN/tensorboard (optional dependency)
 
     # ------------------------------------------------------------------ checks
-    def validate(self) -> RunConfig:
-        def need(ok: bool, key: str, what: str) -> None:
-            if not ok:
-                raise UserError(f"config key {key!r} = {getattr(self, key)!r}: {what}")
+    def validate(self, names: Mapping[str, str] | None = None) -> RunConfig:
+        """Check every value (:data:`RULES`); returns ``self``.
 
-        need(self.command in ("grow", "train"), "command", "use 'grow' or 'train'")
-        need(self.epochs >= 1, "epochs", "must be >= 1")
-        need(self.batch_size >= 1, "batch_size", "must be >= 1")
-        need(self.augment in ("auto", "none", "shift", "crop-flip"), "augment",
-             "use auto, none, shift or crop-flip")
-        need(self.method in METHODS, "method", f"use one of {', '.join(METHODS)}")
-        need(self.schedule in SCHEDULES, "schedule", f"use one of {', '.join(SCHEDULES)}")
-        need(self.widen_init in WIDEN_INITS, "widen_init", f"use one of {WIDEN_INITS}")
-        need(self.lr > 0, "lr", "must be > 0")
-        need(self.kappa > 0, "kappa", "must be > 0")
-        need(self.nu > 0, "nu", "must be > 0")
-        need(self.lam >= 0, "lam", "must be > 0 (or 0 to pace it from entry_epochs)")
-        need(0 <= self.momentum < 1, "momentum", "must lie in [0, 1)")
-        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        need(self.entry_epochs > 0, "entry_epochs", "must be > 0")
-        need(self.alpha >= 0, "alpha", "must be >= 0")
-        need(self.warmup_epochs >= 0 or self.warmup_epochs == -1, "warmup_epochs",
-             "must be >= 0 (or -1: 1 for train, 0 for grow)")
-        need(0 < self.tau <= 1, "tau", "must lie in (0, 1]")
-        need(self.epochs_per_stage >= 1, "epochs_per_stage", "must be >= 1")
-        need(self.grow_num >= 1, "grow_num", "must be >= 1")
-        need(self.grow_ratio >= 1, "grow_ratio", "must be >= 1")
-        need(self.depth_patience >= 1, "depth_patience", "must be >= 1")
-        need(self.max_width >= 1, "max_width", "must be >= 1")
-        need(self.max_params >= 0, "max_params", "must be >= 0 (0: no budget)")
-        need(self.max_macs >= 0, "max_macs", "must be >= 0 (0: no budget)")
-        need(self.max_stages >= 1, "max_stages", "must be >= 1")
-        need(0 <= self.finetune_epochs < self.epochs or self.command == "train",
-             "finetune_epochs", "must be >= 0 and smaller than epochs")
+        Parameters
+        ----------
+        names
+            Where each key was set: the flag as typed (``"--from"``) or the config
+            file's path; messages name a key that way. Keys not in it are named by
+            their flag (:data:`RULES`).
+
+        Raises
+        ------
+        UserError
+            One line: the value, the flag (or file) that set it, what it accepts.
+        """
+        for f in fields(self):
+            rule, value = RULES[f.name], getattr(self, f.name)
+            kind = _type_name(f.type)
+            if kind == "float" and not math.isfinite(value):
+                what = f"a finite number ({rule.accepts})"
+            elif kind == "str" and not _text(value):
+                what = "text that can be written as UTF-8"
+            elif not rule.ok(value):
+                what = rule.accepts
+            else:
+                continue
+            raise UserError(f"{self.describe(f.name, names)}: must be {what}")
+        if self.command == "grow" and self.finetune_epochs >= self.epochs:
+            raise UserError(f"{self.describe('finetune_epochs', names)} leaves no epoch to "
+                            f"grow in {self.describe('epochs', names)}; pass a smaller "
+                            f"{_flag('finetune_epochs', names)} (or leave it out: it "
+                            "shrinks to fit)")
         return self
+
+    def describe(self, key: str, names: Mapping[str, str] | None = None) -> str:
+        """``--epochs 0`` or ``epochs = 0 in FILE``: a key and its value, named as the
+        user set it (see :meth:`validate`)."""
+        value = getattr(self, key)
+        where = (names or {}).get(key) or RULES[key].flag
+        if where.startswith("-"):
+            return f"{where} {value}"
+        return f"{key} = {toml_value(value)}" + (f" in {where}" if where else "")
+
+    def check_start(self, spec: Any, params: int, macs: int) -> None:
+        """Settings that must fit the start architecture (budgets, batch size,
+        ``max_width``).
+
+        Raises
+        ------
+        UserError
+            A budget below the start's cost, a batch of one for a BatchNorm over 1×1
+            maps, or (grow) ``max_width`` below the widest layer: growth could only
+            ignore it.
+        """
+        for key, have in (("max_params", params), ("max_macs", macs)):
+            budget = getattr(self, key)
+            if budget and have > budget:
+                raise UserError(f"{self.describe(key)} is smaller than the start "
+                                f"{spec.name!r} ({have:,}); raise it or start smaller")
+        single = next((s.id for s in spec.shapes() if s.bn and s.out_hw == (1, 1)), None)
+        if single is not None and self.batch_size < 2:  # one value per channel to normalise
+            raise UserError(f"{self.describe('batch_size')}: the BatchNorm of layer "
+                            f"{single} cannot train on a single sample; pass --batch-size "
+                            "2 or more")
+        if self.command != "grow":
+            return
+        widths = {s.id: s.out_ch for s in spec.shapes() if s.role != "head"}
+        layer = max(widths, key=widths.get, default=None)
+        if layer is not None and widths[layer] > self.max_width:
+            raise UserError(f"{self.describe('max_width')} is narrower than the start "
+                            f"{spec.name!r} ({layer} has {widths[layer]} filters); pass "
+                            f"--max-width {widths[layer]} or more, or start narrower")
+
+    @property
+    def finetune(self) -> int:
+        """Fine-tuning epochs in force: ``finetune_epochs``, or with -1 (the default)
+        ``min(6, epochs // 2)``, so a short ``grow --epochs N`` still has room to grow."""
+        if self.finetune_epochs >= 0:
+            return self.finetune_epochs
+        return min(6, self.epochs // 2)
 
     @property
     def warmup(self) -> float:
@@ -121,7 +168,7 @@ class RunConfig:
     def to_toml(self) -> str:
         lines = ["# grownet resolved configuration; re-run with --config this-file"]
         for f in fields(self):
-            lines.append(f"{f.name} = {_toml_value(getattr(self, f.name))}")
+            lines.append(f"{f.name} = {toml_value(getattr(self, f.name))}")
         return "\n".join(lines) + "\n"
 
     def updated(self, values: dict[str, Any], source: str) -> RunConfig:
@@ -137,28 +184,65 @@ class RunConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path, base: RunConfig | None = None) -> RunConfig:
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"config file {path} not found; pass an existing "
-                            "--config FILE.toml") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise UserError(f"config file {path} is not valid TOML ({err})") from None
-        return (base or cls()).updated(data, str(path))
+        """``base`` (default: the defaults) with the keys of the TOML file ``path``."""
+        return (base or cls()).updated(read_toml(path), str(path))
 
 
-def _toml_value(value: Any) -> str:
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The keys of a TOML file; any problem reading it is one :class:`UserError`."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"config file {path} not found; pass an existing "
+                        "--config FILE.toml") from None
+    except IsADirectoryError:
+        raise UserError(f"config file {path} is a folder; pass a TOML file (e.g. "
+                        "RUN/config.toml)") from None
+    except OSError as err:
+        raise UserError(f"cannot read config file {path} ({err.strerror or err}); check "
+                        "its permissions") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not text (not UTF-8); pass a TOML "
+                        "file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"config file {path} is not valid TOML ({err})") from None
+
+
+def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+    # a TOML basic string: quotes, backslashes and control characters escaped
+    return '"' + "".join(_TOML_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if ord(c) < 0x20
+                                                  or ord(c) == 0x7F else c)
+                         for c in str(value)) + '"'
 
 
-def _coerce(key: str, value: Any, type_name: Any, source: str) -> Any:
-    type_name = getattr(type_name, "__name__", str(type_name))
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _text(value: str) -> bool:
+    """Writable as UTF-8 (a path decoded from undecodable bytes is not)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _type_name(type_: Any) -> str:
+    return getattr(type_, "__name__", str(type_))
+
+
+#: what a type error says a key must be
+_TYPE_TEXT = {"bool": "true or false", "int": "an integer", "float": "a number",
+              "str": "a string (in quotes)"}
+
+
+def _coerce(key: str, value: Any, type_: Any, source: str) -> Any:
+    type_name = _type_name(type_)
     ok = {
         "bool": isinstance(value, bool),
         "int": isinstance(value, int) and not isinstance(value, bool),
@@ -166,6 +250,76 @@ def _coerce(key: str, value: Any, type_name: Any, source: str) -> Any:
         "str": isinstance(value, str),
     }[type_name]
     if not ok:
-        raise UserError(f"config key {key!r} in {source} must be a {type_name}, "
-                        f"got {value!r}")
+        raise UserError(f"{key} = {value!r} in {source}: must be {_TYPE_TEXT[type_name]}")
     return float(value) if type_name == "float" else value
+
+
+# ---------------------------------------------------------------------- the rules
+@dataclass(frozen=True)
+class Rule:
+    """What one key accepts, and the flag that sets it (``""``: no flag)."""
+
+    flag: str
+    accepts: str
+    ok: Callable[[Any], bool] = lambda value: True
+
+
+def _at_least(low: float, kind: str = "an integer", note: str = "") -> tuple[str, Callable]:
+    return f"{kind} >= {low:g}{note}", lambda v: v >= low
+
+
+def _choice(*options: str) -> tuple[str, Callable]:
+    return f"one of {', '.join(options)}", lambda v: v in options
+
+
+def _positive() -> tuple[str, Callable]:
+    return "a number > 0", lambda v: v > 0
+
+
+def _flag(key: str, names: Mapping[str, str] | None = None) -> str:
+    name = (names or {}).get(key, "")
+    return name if name.startswith("-") else RULES[key].flag or key
+
+
+#: every key: its flag and what it accepts (the one table messages are made from)
+RULES: dict[str, Rule] = {key: Rule(flag, *check) for key, flag, check in (
+    ("command", "", _choice("grow", "train")),
+    ("data", "--data", ("a dataset name", lambda v: bool(v.strip()))),
+    ("data_root", "--data-root", ("a folder", lambda v: True)),
+    ("seed", "--seed", (f"an integer from 0 to {2**63 - 1}", lambda v: 0 <= v < 2**63)),
+    ("device", "--device", ("auto, cpu, cuda or cuda:N",
+                            lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"))),
+    ("epochs", "--epochs", _at_least(1)),
+    ("batch_size", "--batch-size", _at_least(1)),
+    ("augment", "--augment", _choice("auto", "none", "shift", "crop-flip")),
+    ("start", "--from", ("a preset, an arch.json or a run directory", lambda v: bool(v))),
+    ("arch", "--arch", ("a preset or an arch.json", lambda v: bool(v))),
+    ("method", "--method", _choice(*METHODS)),
+    ("lr", "--lr", _positive()),
+    ("kappa", "--kappa", _positive()),
+    ("nu", "--nu", _positive()),
+    ("lam", "--lam", _at_least(0, "a number", " (0: paced from --entry-epochs)")),
+    ("momentum", "--momentum", ("a number in [0, 1)", lambda v: 0 <= v < 1)),
+    ("weight_decay", "--weight-decay", _at_least(0, "a number")),
+    ("entry_epochs", "--entry-epochs", _positive()),
+    ("alpha", "--alpha", _at_least(0, "a number")),
+    ("schedule", "--schedule", _choice(*SCHEDULES)),
+    ("warmup_epochs", "--warmup-epochs", ("a number >= 0 (or -1: 1 for train, 0 for grow)",
+                                          lambda v: v >= 0 or v == -1)),
+    ("tau", "--tau", ("a number in (0, 1]", lambda v: 0 < v <= 1)),
+    ("epochs_per_stage", "--epochs-per-stage", _at_least(1)),
+    ("grow_num", "--grow-num", _at_least(1)),
+    ("grow_ratio", "--grow-ratio", _at_least(1, "a number")),
+    ("depth", "--no-depth", ("true or false", lambda v: True)),
+    ("depth_patience", "--depth-patience", _at_least(1)),
+    ("max_width", "--max-width", _at_least(1)),
+    ("max_params", "--max-params", _at_least(0, note=" (0: no budget)")),
+    ("max_macs", "--max-macs", _at_least(0, note=" (0: no budget)")),
+    ("max_stages", "--max-stages", _at_least(1)),
+    ("finetune_epochs", "--finetune-epochs", ("an integer >= 0 (or -1: min(6, epochs // 2))",
+                                              lambda v: v >= -1)),
+    ("carry_state", "--reset-state", ("true or false", lambda v: True)),
+    ("widen_init", "--widen-init", _choice(*WIDEN_INITS)),
+    ("compile", "--compile", ("true or false", lambda v: True)),
+    ("tensorboard", "--tensorboard", ("true or false", lambda v: True)),
+)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +75,8 @@ class Job:
 
     # ------------------------------------------------------------------ set-up
     def _check_budgets(self) -> None:
-        c, cfg = count(self.spec), self.cfg
-        for key, value, have in (("max_params", cfg.max_params, c.params),
-                                 ("max_macs", cfg.max_macs, c.macs)):
-            if value and have > value:
-                raise UserError(f"budget {key}={value} is smaller than the start "
-                                f"{self.spec.name!r} ({have}); raise it or start smaller")
+        c = count(self.spec)
+        self.cfg.check_start(self.spec, c.params, c.macs)
 
     def _policy(self) -> GrowthPolicy:
         cfg = self.cfg
@@ -88,7 +85,7 @@ class Job:
             grow_ratio=cfg.grow_ratio, depth=cfg.depth, depth_patience=cfg.depth_patience,
             max_width=cfg.max_width, max_params=cfg.max_params or None,
             max_macs=cfg.max_macs or None, max_stages=cfg.max_stages,
-            max_epochs=cfg.epochs - cfg.finetune_epochs, carry_state=cfg.carry_state,
+            max_epochs=cfg.epochs - cfg.finetune, carry_state=cfg.carry_state,
             init=cfg.widen_init)
 
     def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -249,7 +246,7 @@ class Job:
             self._say(f"     grow → stage {self.grower.stage}: {event.reason}")
         else:
             pos.phase, pos.phase_start = "finetune", pos.epoch
-            pos.phase_epochs = self.cfg.finetune_epochs
+            pos.phase_epochs = self.cfg.finetune
             self._say(f"     stop growing: {event.reason}; fine-tune "
                       f"{pos.phase_epochs} epochs")
 
@@ -306,7 +303,6 @@ class Job:
         except (KeyError, TypeError, RuntimeError, ValueError) as err:
             raise UserError(f"checkpoint of {self.run.path} does not match this grownet "
                             f"({type(err).__name__}: {err}); start the run again") from None
-        self.run.truncate_logs(self.pos.epoch)
 
     # ------------------------------------------------------------------ finish
     def _finish(self) -> JobResult:
@@ -316,10 +312,9 @@ class Job:
         ratios = self.tracker.ratios() if self.tracker else {}
         # epoch = epochs done: a resume cuts these rows if the finish was interrupted
         self._write_layers(ratios, epoch=self.pos.epoch)
-        self.run.save_final(self.spec, self.model, extra={"test_acc": f"{te.acc:.6f}"})
-        if self.initial:
+        if self.initial:  # before final/: the final model is the mark of a finished run
             self.run.save_initial(self.spec, self.initial)
-        self._checkpoint()
+        self.run.save_final(self.spec, self.model, extra={"test_acc": f"{te.acc:.6f}"})
         if self.tb:
             self.tb.figures(self.pos.epoch - 1)
             self.tb.close()
@@ -354,42 +349,52 @@ def start_job(cfg: RunConfig, out: str | Path | None, quiet: bool = False,
 
     ``weights`` (a state dict of the start architecture) replaces the fresh init."""
     ctx = context_from_env(resolve_device(cfg.validate().device))
+    run = None
     try:
         job = Job(cfg, quiet=quiet, dataset=dataset, weights=weights, dist=ctx)
-        job.run = _create_run(ctx, out, cfg.command)
+        job.run = run = _writer(ctx, lambda: RunDir.create(out, cfg.command))
         return job.run_all()
+    except UserError:
+        if run is not None:
+            run.discard()  # a run that failed before its first checkpoint leaves nothing
+        raise
     finally:
+        if run is not None:
+            run.release()
         ctx.close()
 
 
-def _create_run(ctx: DistContext, out: str | Path | None, command: str) -> RunDir:
-    """Rank 0 creates the run directory; the others learn its path and never write."""
+def _writer(ctx: DistContext, make: Callable[[], RunDir]) -> RunDir:
+    """Rank 0 makes the (locked) run directory; the others learn its path and never
+    write. A refusal on rank 0 stops every rank."""
     if not ctx.enabled:
-        return RunDir.create(out, command)
-    made: str | UserError
+        return make()
+    made: RunDir | UserError | None = None
     if ctx.is_main:
         try:
-            made = str(RunDir.create(out, command).path)
+            made = make()
         except UserError as err:  # every rank must stop, not wait for a broadcast
             made = err
-    made = ctx.broadcast(made if ctx.is_main else None)
-    if isinstance(made, UserError):
-        raise made
-    return RunDir(made) if ctx.is_main else RunDir.follower(made)
+    shared = ctx.broadcast(made.path if isinstance(made, RunDir) else made)
+    if isinstance(shared, UserError):
+        raise shared
+    return made if ctx.is_main else RunDir.follower(shared)
 
 
 def resume_job(path: str | Path, quiet: bool = False) -> JobResult:
-    run = RunDir.open(path)
-    cfg = RunConfig.from_toml(run.path / "config.toml")
-    if (run.path / "final" / "model.safetensors").exists():  # written last, at the end
-        raise UserError(f"{run.path} has already finished; nothing to resume")
-    state = run.load_checkpoint()
+    """Continue a stopped or killed run from its checkpoint (from the start when it was
+    killed before its first one; its finish when only that was left undone)."""
+    cfg = RunConfig.from_toml(RunDir.open(path).path / "config.toml")
     ctx = context_from_env(resolve_device(cfg.device))
+    run = None
     try:
-        if not ctx.is_main:
-            run = RunDir.follower(run.path)
+        run = _writer(ctx, lambda: RunDir.open_to_resume(path))
+        state = run.resume_point()
         job = Job(cfg, run=run, quiet=quiet, dist=ctx)
-        job.restore(state)
+        if state is not None:
+            job.restore(state)
         return job.run_all()
     finally:
+        if run is not None:
+            run.release()
         ctx.close()
