@@ -34,7 +34,8 @@ def report_error(message: str) -> None:
     if rank != "0":
         time.sleep(FOLLOWER_GRACE_S)
         message = f"(rank {rank}) {message}"
-    print(f"grownet: error: {message}", file=sys.stderr, flush=True)
+    one_line = message.replace("\r", "\\r").replace("\n", "\\n")  # e.g. a path with one
+    print(f"grownet: error: {one_line}", file=sys.stderr, flush=True)
 
 
 class _Parser(argparse.ArgumentParser):

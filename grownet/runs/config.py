@@ -115,8 +115,10 @@ class RunConfig:
         user set it (see :meth:`validate`)."""
         value = getattr(self, key)
         where = (names or {}).get(key) or RULES[key].flag
-        if where.startswith("-"):
-            return f"{where} {value}"
+        if where.startswith("-"):  # quoted when it would not read as one word
+            plain = not isinstance(value, str) or (value.isprintable() and value.strip()
+                                                   and " " not in value)
+            return f"{where} {value if plain else repr(value)}"
         return f"{key} = {toml_value(value)}" + (f" in {where}" if where else "")
 
     def check_start(self, spec: Any, params: int, macs: int) -> None:

@@ -84,9 +84,11 @@ def read_rows(path: Path, finished: bool = False) -> list[dict[str, str]]:
     reader = csv.DictReader(io.StringIO("".join(lines)))
     rows = []
     for row in reader:
-        if None in row or None in row.values():
-            raise damaged(path, f"line {reader.line_num} has {len(row) - (None in row)}"
-                          f" fields, the header {len(reader.fieldnames or ())}", finished)
+        if None in row or None in row.values():  # too many fields, or too few
+            fields = sum(v is not None for k, v in row.items() if k is not None)
+            fields += len(row.get(None) or ())
+            raise damaged(path, f"line {reader.line_num} has {fields} fields, the header "
+                          f"{len(reader.fieldnames or ())}", finished)
         rows.append(row)
     return rows
 
