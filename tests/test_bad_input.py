@@ -84,6 +84,10 @@ def ws(tmp_path_factory) -> Path:
         b"not a checkpoint"))
     _damaged(ws, "d_live_events", "live", lambda r: (r / "events.jsonl").write_text(
         '{"kind": "grow"}\n{broken\n{"kind": "stop"}\n'))
+    _damaged(ws, "d_ratio", "live", lambda r: (r / "config.toml").write_text(
+        (r / "config.toml").read_text().replace("grow_ratio = 1.5", "grow_ratio = inf")))
+    assert main(["prune", str(ws / "grow"), "--percent", "30", "--out", str(ws / "pruned"),
+                 "--quiet"]) == 0
     _damaged(ws, "d_cmp", "grow", lambda r: (r / "compare").mkdir())
     (ws / "d_cmp" / "compare" / "compare.csv").write_bytes(b"\xff\xfe\0garbage")
     (ws / "empty").mkdir()
@@ -151,6 +155,9 @@ CASES = [
     (["train", "--arch", "vgg16-narrow", *TINY, *NEW, "--batch-size", "1"],
      "--batch-size 1: the BatchNorm"),
     ([*G, *NEW, "--epochs", "ten"], "invalid int value"),
+    # found in training, before the first checkpoint: what the run made is removed
+    ([*G, *NEW, "--lr", "1e30"], "training loss became NaN"),
+    ([*G, "--out", "{ws}/empty", "--lr", "1e30"], "training loss became NaN"),
     # where the run starts from
     (["grow", "--from", "nope", *TINY, *NEW], "'nope' is neither a preset"),
     (["grow", "--start", "{ws}/empty", *TINY, *NEW], "without final/arch.json"),
@@ -193,6 +200,10 @@ CASES = [
     (["resume", "{ws}/d_ckpt"], "last.pt cannot be read"),
     (["resume", "{ws}/d_config"], "config.toml is not valid TOML"),
     (["resume", "{ws}/d_live_events"], "events.jsonl is damaged (line 2"),
+    (["resume", "{ws}/d_ratio"], "grow_ratio = inf in {ws}/d_ratio/config.toml: must be a "
+     "finite number"),
+    (["resume", "{ws}/pruned"], "already finished; nothing to resume (prune the run again"),
+    (["prune", "{ws}/grow", "--percent", "10", "--out", "{ws}/pruned"], "holds a finished run"),
     # prune
     (["prune", "{ws}/grow", "--percent", "100", *NEW], "--percent 100: must lie in [0, 100)"),
     (["prune", "{ws}/grow", "--percent", "-5", *NEW], "--percent -5"),

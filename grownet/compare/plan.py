@@ -129,7 +129,7 @@ def load_given(paths: Sequence[str | Path]) -> list[GivenRun]:
         if path in seen:
             continue
         seen.add(path)
-        cfg = RunConfig.from_toml(path / "config.toml")
+        cfg = run.config()
         if not is_finished(path):
             raise UserError(f"{p} has not finished (no {FINAL}); run 'grownet resume {p}' "
                             "first")

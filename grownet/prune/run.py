@@ -253,7 +253,7 @@ def resume_prune(out: str | Path, quiet: bool = False) -> PruneResult:
 def _slim(args: PruneArgs) -> _Slimmed:
     """Read the source run, choose the filters, slim, evaluate (nothing written)."""
     run = RunDir.open(args.source)
-    cfg = RunConfig.from_toml(run.path / "config.toml")
+    cfg = run.config()
     spec, model = load_final_model(run.path)
     tracker = run.load_checkpoint().get("tracker") or {}
     if not tracker:

@@ -44,22 +44,43 @@ class DirLock:
         """
         if self._fd is not None:
             return self
-        try:
-            # O_RDWR without O_TRUNC: a refused writer must not touch the holder's pid
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as err:
-            raise UserError(f"cannot lock {self.path.parent} ({err.strerror or err}); "
-                            "choose a writable location") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-            os.close(fd)
-            raise self.busy_error(what, holder) from None
+        while True:
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                os.close(fd)
+                raise self.busy_error(what, holder) from None
+            if self._same_file(fd):
+                break
+            os.close(fd)  # the file was removed (a failed run's discard) and made anew
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         self._fd = fd
         return self
+
+    def _open(self) -> int:
+        try:
+            # O_RDWR without O_TRUNC: a refused writer must not touch the holder's pid
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            raise UserError(f"cannot lock {self.path.parent} ({err.strerror or err}); "
+                            "choose a writable location") from None
+
+    def _same_file(self, fd: int) -> bool:
+        try:
+            on_disk = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(fd)
+        return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+
+    def unlink(self) -> None:
+        """Remove the lock file while holding it (a writer that opened it meanwhile
+        sees that it is gone, and locks the next one)."""
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)
 
     def holder(self) -> str | None:
         """Who holds the lock now: their process id (``"?"`` when unknown), or ``None``

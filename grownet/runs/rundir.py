@@ -17,6 +17,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 from grownet.errors import UserError
 from grownet.runs import final as _final
 from grownet.runs import tables
+from grownet.runs.config import RunConfig, read_toml
 from grownet.runs.files import atomic_torch_save, atomic_write_text, remove_stale_tmp
 from grownet.runs.lock import LOCK_NAME, DirLock
 from grownet.spec import ArchSpec
@@ -149,17 +151,29 @@ class RunDir:
                             "and a new --out DIR)")
         return run
 
+    def config(self) -> RunConfig:
+        """The run's ``config.toml``, checked; a bad value is named as a key of that file
+        (``grow_ratio = inf in RUN/config.toml``), not as a flag."""
+        path = self.path / "config.toml"
+        cfg = RunConfig.from_toml(path)
+        return cfg.validate({f.name: str(path) for f in dataclasses.fields(cfg)})
+
     def release(self) -> None:
         """End this writer's hold on the run (the OS also does it at exit)."""
         self.lock.release()
 
     def discard(self) -> None:
-        """Remove what :meth:`create` made when the command failed before its first
-        checkpoint (a user error after the folder was made): nothing is left behind.
-        A folder that existed before, or that holds a checkpoint, is kept."""
-        if self._made and not (self.path / CHECKPOINT).exists() and self.lock.held:
+        """Undo :meth:`create` when the command failed before its first checkpoint (a
+        user error after the folder was made): what it wrote, and the folders it made,
+        are removed. A folder that holds a checkpoint is kept."""
+        if self.lock.held and not (self.path / CHECKPOINT).exists():
+            for entry in self.path.iterdir():  # all this run's: the folder was empty
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                elif entry.name != LOCK_NAME:
+                    entry.unlink()
+            self.lock.unlink()
             self.release()
-            shutil.rmtree(self.path, ignore_errors=True)
             self._remove_made()
         self.release()
 
@@ -188,8 +202,6 @@ class RunDir:
         plan = self.path / "prune.toml"
         if not plan.is_file():
             return True
-        from grownet.runs.config import read_toml
-
         if not read_toml(plan).get("retrain_epochs"):
             return True
         events = tables.read_events(self.path / "events.jsonl")
@@ -316,9 +328,11 @@ class RunDir:
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
         except Exception as err:  # corrupt or foreign file: torch raises many kinds
-            raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}); "
-                            "it is damaged: restore it from a copy, or delete it and "
-                            f"'grownet resume {self.path}' starts the run again") from None
+            fix = (f"train the run again (--config {self.path / 'config.toml'} and a new "
+                   "--out DIR)" if self.finished else
+                   f"delete it and 'grownet resume {self.path}' starts the run again")
+            raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}); it "
+                            f"is damaged: restore it from a copy, or {fix}") from None
 
     # ------------------------------------------------------------------ final
     def save_final(self, spec: ArchSpec, model: torch.nn.Module,

@@ -384,7 +384,7 @@ def _writer(ctx: DistContext, make: Callable[[], RunDir]) -> RunDir:
 def resume_job(path: str | Path, quiet: bool = False) -> JobResult:
     """Continue a stopped or killed run from its checkpoint (from the start when it was
     killed before its first one; its finish when only that was left undone)."""
-    cfg = RunConfig.from_toml(RunDir.open(path).path / "config.toml")
+    cfg = RunDir.open(path).config()
     ctx = context_from_env(resolve_device(cfg.device))
     run = None
     try:
