@@ -201,7 +201,7 @@ def test_killed_backbone_is_resumed(world, tmp_path) -> None:
     rc, stdout, _ = _main(*argv)
     assert rc == 0
     assert "mlp-300-100-sgd-seed1: resumed" in stdout and stdout.count(": reused ") == 2
-    assert "mlp-300-100-sgd-seed0: training" in stdout and "restarted" in stdout
+    assert "mlp-300-100-sgd-seed0: resumed" in stdout and "from the start" in stdout
     assert (victim / "final" / "model.safetensors").is_file()
     assert _rows(early) == _rows(world["out"] / "backbones" / "mlp-300-100-sgd-seed0")
     table = pd.read_csv(out / "compare.csv").set_index("model")

@@ -475,3 +475,16 @@ def test_loader_on_cuda_syncs_no_batch():
     assert sorted(torch.cat([yb for _, yb in batches]).tolist()) == list(range(100))
     again = DeviceLoader(x, y, 16, augment="crop-flip", device="cuda", seed=0)
     assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again))
+
+
+@pytest.mark.parametrize("n, world, batches", [(9, 1, 2), (10, 1, 3), (11, 2, 2), (12, 2, 3)])
+def test_train_loader_never_gives_a_rank_a_single_sample(n, world, batches):
+    # BatchNorm cannot normalise one sample in training (vgg16-narrow on 8x8 digits, batch 4)
+    ds = dataclasses.replace(load_dataset("synthetic", n_train=n, n_test=4), augment="none")
+    for rank in range(world):
+        train, test = make_loaders(ds, 4, seed=0, rank=rank, world_size=world)
+        sizes = [len(yb) for _, yb in train]
+        assert len(sizes) == len(train) == batches and min(sizes) >= 2
+        assert sum(len(yb) for _, yb in test) > 0  # the test loader drops nothing
+    with pytest.raises(UserError, match="too few for one batch"):
+        make_loaders(dataclasses.replace(ds, x_train=ds.x_train[:1], y_train=ds.y_train[:1]), 4)

@@ -209,3 +209,18 @@ def test_a_killed_ddp_run_resumes_to_the_same_end(ddp_run, tiny_start, tmp_path)
     a, b = pd.read_csv(killed / "metrics.csv"), pd.read_csv(out / "metrics.csv")
     pd.testing.assert_frame_equal(a.drop(columns="time_s"), b.drop(columns="time_s"),
                                   check_exact=False, rtol=1e-6)
+
+
+def test_a_user_error_under_torchrun_is_one_line_from_rank_0(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(torchrun("-m", "grownet", "grow", "--data", "digits", "--tau", "1.5",
+                                   "--out", str(out)),
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if "grownet: error" in line]
+    assert errors == ["grownet: error: --tau 1.5: must be a number in (0, 1]"]
+    # rank 0 exits 2 first (the others wait for it); torchrun's own summary says so
+    root_cause = proc.stderr.split("Root Cause")[1]
+    assert "rank      : 0" in root_cause and "exitcode  : 2" in root_cause
+    assert "grownet/" not in "".join(line for line in proc.stderr.splitlines()
+                                     if line.strip().startswith("File "))
+    assert not out.exists()

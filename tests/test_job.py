@@ -167,11 +167,11 @@ def test_sigkill_and_resume_match_an_uninterrupted_run(tmp_path):
 
 # ------------------------------------------------------------------------ bad input
 @pytest.mark.parametrize("argv, words", [
-    (["grow", "--start", "nope"], "unknown preset"),
+    (["grow", "--start", "nope"], "neither a preset"),
     (["grow", "--data", "imagenet"], "imagenet"),
     (["grow", "--tau", "1.5"], "tau"),
     (["grow", "--max-params", "10"], "smaller than the start"),
-    (["train", "--arch", "nope"], "unknown preset"),
+    (["train", "--arch", "nope"], "neither a preset"),
     (["grow", "--epochs", "0"], "epochs"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, words, tmp_path, capsys):
@@ -210,7 +210,7 @@ def test_config_file_is_rerunnable_and_flags_override(tmp_path):
     assert RunConfig.from_toml(path) == cfg
     args = make_parser().parse_args(["grow", "--config", str(path), "--epochs", "5",
                                      "--finetune-epochs", "2"])
-    resolved, policy = resolve_config(args, "grow", ALL_FLAGS)
+    resolved, policy, _ = resolve_config(args, "grow", ALL_FLAGS)
     assert policy.tau_for("s1_l0", "s1") == 0.6 and resolved.epochs == 5
     assert policy.finetune_epochs == 2
 

@@ -411,7 +411,8 @@ def test_cli_ticket_from_an_earlier_stage(grown: Path, ckpt: dict, tmp_path: Pat
     ([], "one of the arguments --epoch --percent is required"),
     (["--epoch", "3", "--percent", "50"], "not allowed with argument"),
     (["--epoch", "999"], "recorded epochs"),
-    (["--percent", "150"], r"\[0, 100\]"),
+    (["--percent", "150"], r"\[0, 100\)"),
+    (["--percent", "100"], "drop every filter"),
     (["--epoch", "3", "--retrain-from", "best"], "invalid choice"),
 ])
 def test_cli_bad_input_exits_2(grown: Path, capsys, argv: list[str], match: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from grownet.runs import RunConfig
 from grownet.runs.config import read_toml
@@ -53,30 +53,58 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, TRAINING_FLAGS)
 
 
+class TypedFlag(argparse.Action):
+    """``store`` (or, with ``const``, ``store_const``) that also remembers the spelling
+    the user typed (``--from`` or ``--start``), so that errors name the flag as typed."""
+
+    def __init__(self, option_strings, dest, const=None, **kwargs):
+        super().__init__(option_strings, dest, nargs=0 if const is not None else None,
+                         const=const, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        typed = dict(getattr(namespace, "typed_flags", None) or {})
+        typed[self.dest] = option_string
+        namespace.typed_flags = typed
+
+
 def add_flags(parser: argparse.ArgumentParser, flags: tuple) -> None:
     for flag, key, kind, text in flags:
         names = flag.split("|")  # "--start|--from": one flag, two spellings
         if kind is bool:
-            parser.add_argument(*names, dest=key, action="store_const", const=True, help=text)
+            parser.add_argument(*names, dest=key, action=TypedFlag, const=True, help=text)
         else:
-            parser.add_argument(*names, dest=key, type=kind, default=None, help=text)
+            parser.add_argument(*names, dest=key, action=TypedFlag, type=kind, default=None,
+                                help=text)
 
 
-def resolve_config(args: argparse.Namespace, command: str, flags: tuple
-                   ) -> tuple[RunConfig, GrowthPolicy]:
+class Resolved(NamedTuple):
+    """A command's configuration, its growth policy, and where each key was set."""
+
+    cfg: RunConfig
+    policy: GrowthPolicy
+    names: dict[str, str]
+
+
+def resolve_config(args: argparse.Namespace, command: str, flags: tuple) -> Resolved:
     """Defaults, then ``--config``, then the flags given on the command line: the run's
-    configuration and its growth policy, each built and checked once."""
+    configuration and its growth policy, each built and checked once, with every
+    message naming the flag as typed (or the file a key came from)."""
     from grownet.grow import GrowthPolicy
 
-    layers = []
+    layers: list[tuple[dict[str, Any], Any]] = []
+    names: dict[str, str] = {}
     if args.config:
-        layers.append((read_toml(args.config), args.config))
+        values = read_toml(args.config)
+        layers.append((values, str(args.config)))
+        names.update({key: str(args.config) for key in values})
+    typed = getattr(args, "typed_flags", None) or {}
     given = {key: getattr(args, key) for _, key, _, _ in flags
              if getattr(args, key, None) is not None}
-    layers += [(given, "command-line flags"), ({"command": command}, "the command")]
+    names.update({key: typed.get(key, "") for key in given})
+    layers += [(given, names), ({"command": command}, "")]
     cfg = RunConfig().layered(layers)
-    source = args.config or "command-line flags"
-    return cfg, GrowthPolicy.from_config(cfg.growth, source)
+    return Resolved(cfg, GrowthPolicy.from_config(cfg.growth, names), names)
 
 
 def observer_for(cfg: RunConfig) -> ObserverFactory | None:

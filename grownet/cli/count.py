@@ -9,6 +9,7 @@ from pathlib import Path
 
 from grownet.cost import count
 from grownet.errors import UserError
+from grownet.runs import arch_json_of, atomic_write_text, load_spec, refuse_existing
 from grownet.spec import PRESETS, ArchSpec, preset
 
 DEFAULT_IN_SHAPE = (1, 28, 28)
@@ -35,21 +36,6 @@ def in_shape_arg(text: str) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def find_arch_json(target: str) -> Path | None:
-    """The arch.json a run directory or path names: ``final/arch.json``, else the
-    highest-numbered ``stages/NNN/arch.json``; ``None`` when there is none."""
-    from grownet.runs import RunDir
-
-    path = Path(target)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        return None
-    if (path / "arch.json").is_file():  # a stage or final/ folder
-        return path / "arch.json"
-    return RunDir(path).latest_arch()
-
-
 def load_target(target: str, in_shape: tuple[int, ...] | None,
                 classes: int | None) -> ArchSpec:
     """The spec ``target`` names: a preset (adapted to ``in_shape``/``classes``, with the
@@ -58,7 +44,7 @@ def load_target(target: str, in_shape: tuple[int, ...] | None,
     if target in PRESETS:
         return preset(target, in_shape=in_shape or DEFAULT_IN_SHAPE,
                       num_classes=DEFAULT_CLASSES if classes is None else classes)
-    arch = find_arch_json(target)
+    arch = arch_json_of(target)
     if arch is None:
         if Path(target).is_dir():
             raise UserError(f"run directory {target!r} has no final/arch.json or "
@@ -67,11 +53,7 @@ def load_target(target: str, in_shape: tuple[int, ...] | None,
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise UserError(f"{target!r} is neither a preset nor an existing path; {hint}choose a "
                         f"preset ({', '.join(PRESETS)}), a run directory or an arch.json file")
-    try:
-        text = arch.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read {arch}: {err}") from None
-    spec = ArchSpec.from_json(text)
+    spec = load_spec(arch)
     changes: dict[str, object] = {}
     if in_shape is not None and tuple(in_shape) != spec.in_shape:
         changes["in_shape"] = tuple(in_shape)
@@ -83,15 +65,13 @@ def load_target(target: str, in_shape: tuple[int, ...] | None,
 def run(args: argparse.Namespace) -> int:
     if args.classes is not None and args.classes < 1:
         raise UserError(f"--classes must be >= 1, got {args.classes}")
+    if args.csv:  # refused before anything is printed
+        refuse_existing(args.csv, args.force, "--csv", new_folders=False)
     spec = load_target(args.target, args.in_shape, args.classes)
     table = count(spec)
     print(table.format_table())
     if args.csv:
-        try:
-            table.to_frame().to_csv(args.csv, index=False)
-        except OSError as err:
-            raise UserError(f"cannot write {args.csv}: {err.strerror or err}; check the "
-                            "directory exists and is writable") from None
+        atomic_write_text(args.csv, table.to_frame().to_csv(index=False))
         print(f"wrote {args.csv}")
     return 0
 
@@ -111,5 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", type=int, default=None, metavar="N",
                    help="number of classes (default: 10 for a preset; a run's own)")
     p.add_argument("--csv", default=None, metavar="FILE",
-                   help="also write the per-layer table to FILE as CSV")
+                   help="also write the per-layer table to FILE as CSV (an existing FILE is "
+                   "refused unless --force)")
+    p.add_argument("--force", action="store_true", help="replace an existing --csv FILE")
     p.set_defaults(func=run)

@@ -6,6 +6,7 @@ import argparse
 
 from grownet.cli.common import (
     TRAINING_FLAGS,
+    TypedFlag,
     add_flags,
     add_training_flags,
     observer_for,
@@ -38,7 +39,7 @@ GROW_FLAGS = (
     ("--max-stages", "max_stages", int, "most architectures, the start included "
      "(default 6)"),
     ("--finetune-epochs", "finetune_epochs", int, "fine-tuning epochs after growth "
-     "(default 6)"),
+     "(default: 6, or half of --epochs when that is smaller)"),
     ("--widen-init", "widen_init", str, "new filters: zero (default, function-preserving), "
      "split, random"),
 )
@@ -56,10 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_flags(p)
     add_flags(p, GROW_FLAGS)
-    p.add_argument("--reset-state", dest="carry_state", action="store_const", const=False,
+    p.add_argument("--reset-state", dest="carry_state", action=TypedFlag, const=False,
                    help="give each stage a fresh optimizer (the reference behaviour) "
                    "instead of carrying V, Γ and momentum")
-    p.add_argument("--no-depth", dest="depth", action="store_const", const=False,
+    p.add_argument("--no-depth", dest="depth", action=TypedFlag, const=False,
                    help="widen only; never insert layers")
     p.set_defaults(func=run)
 
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from grownet.grow import GrowJob
 
     flags = ALL_FLAGS + (("", "carry_state", bool, ""), ("", "depth", bool, ""))
-    cfg, policy = resolve_config(args, "grow", flags)
-    GrowJob.start(cfg, args.out, quiet=args.quiet, observer=observer_for(cfg), policy=policy)
+    cfg, policy, names = resolve_config(args, "grow", flags)
+    GrowJob.start(cfg, args.out, quiet=args.quiet, observer=observer_for(cfg), policy=policy,
+                  names=names)
     return 0

@@ -19,16 +19,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def layer_table(run_path: str, stage: int | None = None):
     """layers.csv of a run as a DataFrame (one row per stage and layer)."""
-    import pandas as pd
-
     from grownet.runs import RunDir
 
     run = RunDir.open(run_path)
     path = run.layers
-    if not path.is_file():
-        raise UserError(f"{path} not found: the run has not finished a stage yet")
-    # nullable ints: the classifier has no support, and a NaN would turn counts into floats
-    table = pd.read_csv(path, dtype={"selected": "Int64"})
+    table = run.table("layers.csv")  # checked: a damaged file is one line, exit 2
+    if table is None:
+        raise UserError(f"{path} has no rows: the run has not finished a stage yet")
     if stage is not None:
         if stage not in set(table["stage"]):
             raise UserError(f"stage {stage} is not in {path}; stages: "

@@ -25,13 +25,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="directory 'grownet compare' wrote (compare.csv, pareto.png); "
                    "default RUN/compare when it exists")
     p.add_argument("--out", metavar="FILE", default=None,
-                   help="the HTML file to write (default RUN/report.html)")
+                   help="the HTML file to write (default RUN/report.html); an existing "
+                   "file is refused unless --force")
+    p.add_argument("--force", action="store_true", help="replace an existing --out FILE")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from grownet.report import write_report
 
-    path = write_report(args.run, out=args.out, compare=args.compare)
+    path = write_report(args.run, out=args.out, compare=args.compare, force=args.force)
     print(f"report: {path}")
     return 0

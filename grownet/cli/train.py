@@ -34,6 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from grownet.train.job import TrainJob
 
-    cfg, _ = resolve_config(args, "train", TRAINING_FLAGS + TRAIN_FLAGS)
+    cfg = resolve_config(args, "train", TRAINING_FLAGS + TRAIN_FLAGS).cfg
     TrainJob.start(cfg, args.out, quiet=args.quiet, observer=observer_for(cfg))
     return 0

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grownet.atomic import write_error
 from grownet.compare.measure import (
     LatencyCache,
     RunMeasure,
@@ -35,6 +36,7 @@ from grownet.compare.plan import (
     run_plan,
 )
 from grownet.runs import RunConfig, RunDir
+from grownet.runs.lock import DirLock
 
 LATENCY_BACKENDS = ("torch", "onnxruntime")
 
@@ -110,9 +112,21 @@ def compare(runs: Sequence[str | Path], backbones: str | Sequence[str],
     given = load_given(runs)
     plan = make_plan(given, backbones, methods, out=out, epochs=epochs, seeds=seeds,
                      device=device)
-    run_plan(plan, verbose=verbose, say=say)
+    try:
+        plan.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(plan.out, err, "choose a writable --out DIR") from None
+    lock = DirLock(plan.out).acquire("comparison folder")  # one compare per folder
+    try:
+        timer = LatencyCache(repeats=latency_repeats, ort=latency == "onnxruntime")
+        return _compare(given, plan, timer, verbose, command, say)
+    finally:
+        lock.release()
 
-    timer = LatencyCache(repeats=latency_repeats, ort=latency == "onnxruntime")
+
+def _compare(given: Sequence[GivenRun], plan: Plan, timer: LatencyCache, verbose: bool,
+             command: str, say: Callable[[str], None]) -> CompareResult:
+    run_plan(plan, verbose=verbose, say=say)
     todo: list[tuple[Path, str, str, str, int, RunConfig]] = []
     seen: set[Path] = set()
     for g in given:
@@ -124,7 +138,7 @@ def compare(runs: Sequence[str | Path], backbones: str | Sequence[str],
             kind = "backbone" if job.spec is None else "baseline"  # uniform / random
             todo.append((job.path.resolve(), job.arch, job.method, kind, job.seed,
                          RunDir(job.path).config()))
-    say(f"measuring {len(todo)} runs (latency: median of {latency_repeats} forwards)")
+    say(f"measuring {len(todo)} runs (latency: median of {timer.repeats} forwards)")
     measures = [measure_run(p, model, method, kind, seed, timer)
                 for p, model, method, kind, seed, _ in todo]
     rows = aggregate(measures, timer.gpu, timer.ort)
@@ -139,7 +153,6 @@ def compare(runs: Sequence[str | Path], backbones: str | Sequence[str],
     notes += _mixed_configs(todo)
     if command:
         notes.append(f"command: `{command}`")
-    plan.out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path, md = write_tables(rows, plan.out, timer.gpu, notes, timer.ort)
 
     grown_paths: dict[str, Path] = {}

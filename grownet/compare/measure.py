@@ -62,10 +62,21 @@ def last_train_macs(run: str | Path) -> float:
     path = RunDir(run).metrics
     if not path.is_file():
         raise UserError(f"{path} not found; pass a run directory a training command wrote")
-    rows = RunDir(run).rows("metrics.csv")
-    if not rows:
+    table = RunDir(run).table("metrics.csv")  # checked: numbers where numbers belong
+    if table is None:
         raise UserError(f"{path} has no rows; the run trained no epoch")
-    return float(rows[-1]["train_macs"])
+    if "train_macs" not in table.columns:
+        raise UserError(f"{path} has no train_macs column; the run was made by an older "
+                        "grownet: train it again")
+    return float(table["train_macs"].iloc[-1])
+
+
+def check_finished(run: str | Path) -> None:
+    """Everything :func:`measure_run` reads, read once: the final model, its accuracy,
+    ``metrics.csv`` (so that a damaged run stops a comparison before any training)."""
+    load_final_model(run)
+    final_accuracy(run)
+    last_train_macs(run)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import hashlib
 import io
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,10 +33,12 @@ from pathlib import Path
 from grownet.atomic import atomic_write_text
 from grownet.compare import baselines
 from grownet.compare.baselines import BASELINES
+from grownet.compare.measure import check_finished
 from grownet.cost import count
 from grownet.errors import UserError
 from grownet.runs import RunConfig, RunDir, load_spec
 from grownet.runs.config import METHODS
+from grownet.runs.rundir import MARKERS
 from grownet.spec import PRESETS, ArchSpec, SpecError, preset
 
 #: keys every given run must share: the same data, split and batches
@@ -130,6 +131,7 @@ def load_given(paths: Sequence[str | Path]) -> list[GivenRun]:
         if not run.finished:
             raise UserError(f"{p} has not finished (no {run.final_weights}); run "
                             f"'grownet resume {p}' first")
+        check_finished(path)  # a damaged run stops the comparison before any training
         # a grow run may stop growing, hence train, fewer than its ``epochs``
         runs.append(GivenRun(path, run.config(), run.epochs_trained(),
                              load_spec(run.final_arch)))
@@ -279,6 +281,9 @@ def make_plan(given: Sequence[GivenRun], backbones: Sequence[str], methods: Sequ
     out = Path(out) if out is not None else first.path / "compare"
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; pass a folder")
+    if any((out / marker).is_file() for marker in MARKERS):
+        raise UserError(f"--out {out} is a run directory; pass a folder of its own for the "
+                        "comparison (default: <first RUN>/compare)")
     jobs = []
     for arch in backbones:
         for method in methods:
@@ -332,11 +337,12 @@ def _decide(cfg: RunConfig, given: Sequence[GivenRun], out: Path, name: str | No
         diff = ", ".join(config_differences(have, cfg, ignore=EXECUTION_KEYS))
         raise UserError(f"{path} holds a run with a different config ({diff}); {fix}")
     if existing.finished:
+        check_finished(path)
         job.action, job.cfg = "reused", have
-    elif existing.checkpoint.is_file():
-        job.action, job.cfg = "resumed", have  # a resume keeps the run's own device
-    else:  # killed inside its first epoch: nothing was finished, start it again
-        job.note = "(restarted: killed before its first epoch ended)"
+    else:  # a resume keeps the run's own device; with no checkpoint it starts again
+        job.action, job.cfg = "resumed", have
+        if not existing.has_checkpoint():
+            job.note = "(from the start: killed before its first epoch ended)"
     return job
 
 
@@ -355,14 +361,12 @@ def run_plan(plan: Plan, verbose: bool = False,
         t0 = time.perf_counter()
         sink = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(
             io.StringIO())
+        if job.spec is not None:  # a baseline: its spec is its --arch file
+            atomic_write_text(job.cfg.arch, job.spec.to_json())
         with sink:
             if job.action == "resumed":
                 result = TrainJob.resume(job.path, quiet=not verbose)
             else:
-                if job.path.exists():  # restart: config.toml only, no finished epoch
-                    shutil.rmtree(job.path)
-                if job.spec is not None:  # a baseline: its spec is its --arch file
-                    atomic_write_text(job.cfg.arch, job.spec.to_json())
                 result = TrainJob.start(job.cfg, job.path, quiet=not verbose)
         say(f"      test accuracy {result.test_acc * 100:.2f}%, "
             f"{time.perf_counter() - t0:.1f} s")

@@ -130,6 +130,10 @@ class DeviceLoader:
         (scale a mean loss by it so that averaged gradients equal the global mean's; the
         last batch can split unevenly). A global batch smaller than ``world_size`` is
         dropped, as no shard may be empty.
+    min_batch : int
+        The fewest samples a rank's share of the last batch may hold; a smaller last
+        batch is dropped. ``make_loaders`` asks 2 of its train loader: BatchNorm cannot
+        normalise a single sample in training.
 
     Examples
     --------
@@ -152,6 +156,7 @@ class DeviceLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        min_batch: int = 1,
     ) -> None:
         if not 0 <= rank < world_size:
             raise UserError(f"DeviceLoader: rank {rank} is not in [0, world_size={world_size})")
@@ -178,6 +183,7 @@ class DeviceLoader:
         self.seed = seed
         self.epoch = 0
         self.rank, self.world_size = rank, world_size
+        self.min_batch = max(1, int(min_batch))
         self.shard_weight = 1.0
 
     def set_epoch(self, epoch: int) -> None:
@@ -187,7 +193,7 @@ class DeviceLoader:
 
     def __len__(self) -> int:
         n, b = len(self.x), self.batch_size
-        if self.drop_last or 0 < n % b < self.world_size:
+        if self.drop_last or 0 < n % b < self.world_size * self.min_batch:
             return n // b
         return -(-n // b)
 
@@ -265,7 +271,9 @@ def make_loaders(
     test_batch_size : int, optional
         Test batch size; ``batch_size`` if not given.
     drop_last : bool
-        Drop the last incomplete train batch (the test loader never drops).
+        Drop the last incomplete train batch (the test loader never drops). A last train
+        batch that would give some rank a single sample is always dropped (BatchNorm
+        cannot train on one sample).
     rank, world_size : int
         Data-parallel shard of both loaders (see :class:`DeviceLoader`).
 
@@ -276,7 +284,13 @@ def make_loaders(
     """
     train = DeviceLoader(ds.x_train, ds.y_train, batch_size, shuffle=True, drop_last=drop_last,
                          augment=ds.augment, device=device, seed=seed, rank=rank,
-                         world_size=world_size)
+                         world_size=world_size, min_batch=2)
+    if len(train) == 0:
+        raise UserError(f"{ds.name}: the train split holds {len(ds.x_train)} samples, too "
+                        f"few for one batch of at least {2 * world_size}; use more data")
+    if len(ds.x_test) == 0:
+        raise UserError(f"{ds.name}: the test split holds no samples; use a dataset with a "
+                        "test split")
     test = DeviceLoader(ds.x_test, ds.y_test, test_batch_size or batch_size, shuffle=False,
                         augment="none", device=device, seed=seed, rank=rank,
                         world_size=world_size)

@@ -91,7 +91,11 @@ def _idx_dataset(name: str, root: Path | None) -> Dataset:
             raise UserError(f"{name}: file {stem} (or {stem}.gz) not found in {where}; "
                             f"download {what} and pass --data-root DIR containing them")
         magic = IDX_IMAGES_MAGIC if "images" in stem else IDX_LABELS_MAGIC
-        arrays.append(read_idx(path, magic, hint=f"re-download {title}"))
+        array = read_idx(path, magic, hint=f"re-download {title}")
+        if 0 in array.shape:  # a valid header over nothing: no sample, or empty images
+            raise UserError(f"{name}: file {path} holds no data (shape {array.shape}); "
+                            f"re-download {title}")
+        arrays.append(array)
     xtr, ytr, xte, yte = arrays
     for x, y, split in ((xtr, ytr, "train"), (xte, yte, "t10k")):
         if len(x) != len(y):

@@ -77,10 +77,13 @@ class Dataset:
         if self.x_val is not None:
             raise UserError("this dataset has a validation split already")
         n_val = math.ceil(fraction * self.n_train)
-        if not 0 < fraction < 1 or not 0 < n_val < self.n_train:
-            raise UserError(f"a validation fraction of {fraction} leaves no training or no "
-                            f"validation images of {self.n_train}; use a value in (0, 1) "
-                            "such as 0.1 (--val-frac)")
+        if not 0 < fraction < 1:
+            raise UserError(f"a validation fraction of {fraction} holds out no image or "
+                            "all of them; use a value in (0, 1) such as 0.1 (--val-frac)")
+        if self.n_train - n_val < 2:
+            raise UserError(f"{self.name} has {self.n_train} training images: too few for "
+                            "one batch and a validation split; use more data (or "
+                            "--val-frac 0)")
         train, val = stratified_split(self.y_train.numpy(), n_val, seed=seed)
         train_idx, val_idx = torch.as_tensor(train), torch.as_tensor(val)
         return replace(self, x_train=self.x_train[train_idx], y_train=self.y_train[train_idx],

@@ -27,6 +27,7 @@ from grownet.grow.controller import Grower, GrowthEvent
 from grownet.grow.initial import carry_initial
 from grownet.grow.policy import GrowthPolicy
 from grownet.runs import RunConfig, RunDir
+from grownet.runs.config import Names
 from grownet.train.job import TrainJob
 from grownet.train.loop import EpochResult
 from grownet.train.methods import EpochLog
@@ -34,19 +35,26 @@ from grownet.train.result import JobResult
 
 
 class GrowJob(TrainJob):
-    """One run of ``grownet grow``; ``policy`` defaults to ``cfg.growth``'s."""
+    """One run of ``grownet grow``; ``policy`` defaults to ``cfg.growth``'s, ``names``
+    says where its settings were set (flags as typed, or a config file) for messages."""
 
     command = "grow"
 
     def __init__(self, cfg: RunConfig, *args: Any, policy: GrowthPolicy | None = None,
-                 **kwargs: Any) -> None:
-        self.policy = policy if policy is not None else GrowthPolicy.from_config(cfg.growth)
-        # growth may use the epochs that the fine-tuning reserve leaves (a short run keeps
-        # half of them for fine-tuning)
-        cap = cfg.epochs - min(self.policy.finetune_epochs, cfg.epochs // 2)
+                 names: str | Names | None = None, **kwargs: Any) -> None:
+        self.names = {k: names for k in cfg.growth} if isinstance(names, str) else names
+        self.policy = (policy if policy is not None else
+                       GrowthPolicy.from_config(cfg.growth, self.names))
+        finetune = self.policy.finetune(cfg.epochs)
+        if finetune >= cfg.epochs:
+            raise UserError(f"{self.policy.describe('finetune_epochs', self.names)} leaves no "
+                            f"epoch to grow in {cfg.describe('epochs', self.names)}; pass a "
+                            "smaller --finetune-epochs (or leave it out: it shrinks to fit)")
+        # growth may use the epochs that the fine-tuning reserve leaves
+        cap = cfg.epochs - finetune
         self.growth_epochs = min(self.policy.max_epochs or cap, cap)
         super().__init__(cfg, *args, **kwargs)
-        self._check_budgets()
+        self._check_start()
 
     # ------------------------------------------------------------- the hooks
     @property
@@ -94,13 +102,25 @@ class GrowJob(TrainJob):
 
 
     # --------------------------------------------------------------- growth
-    def _check_budgets(self) -> None:
-        c, pol = self.cost, self.policy
-        for key, value, have in (("max_params", pol.max_params, c.params),
-                                 ("max_macs", pol.max_macs, c.macs)):
-            if value and have > value:
-                raise UserError(f"budget {key}={value} is smaller than the start "
-                                f"{self.spec.name!r} ({have}); raise it or start smaller")
+    def _check_start(self) -> None:
+        """Settings the start must fit: budgets above its cost, ``max_width`` at least
+        its widest layer (else growth could only ignore them)."""
+        c, pol, spec = self.cost, self.policy, self.spec
+        for key, have in (("max_params", c.params), ("max_macs", c.macs)):
+            budget = getattr(pol, key)
+            if budget is not None and have > budget:
+                raise UserError(f"{pol.describe(key, self.names)} is smaller than the start "
+                                f"{spec.name!r} ({have:,}); raise it or start smaller")
+        widths = {s.id: s.out_ch for s in spec.shapes() if s.role != "head"}
+        layer = max(widths, key=widths.get, default=None)
+        if layer is not None and widths[layer] > pol.max_width:
+            raise UserError(f"{pol.describe('max_width', self.names)} is narrower than the "
+                            f"start {spec.name!r} ({layer} has {widths[layer]} filters); "
+                            f"pass --max-width {widths[layer]} or more, or start narrower")
+
+    @classmethod
+    def resume_kwargs(cls, run: RunDir) -> dict[str, Any]:
+        return {"names": str(run.config_path)}  # a bad setting is a key of that file
 
     def _grown(self, event: GrowthEvent, ratios: dict[str, float]) -> None:
         """The stage that ends is logged; the next one starts from the event's net."""

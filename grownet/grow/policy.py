@@ -39,11 +39,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import InitVar, dataclass, field, fields
 from typing import Any
 
 from grownet.errors import UserError
-from grownet.runs.config import RunConfig, coerce
+from grownet.runs.config import (
+    RULES,
+    Names,
+    Rule,
+    at_least,
+    check,
+    choice,
+    coerce,
+    describe,
+)
 
 WIDEN_INITS = ("zero", "split", "random")
 # The config type of each optional field (None means "no budget" / "family default").
@@ -56,7 +65,8 @@ class GrowthPolicy:
     """How and when to grow; see the module docstring for the rules.
 
     ``tau`` is one threshold, or a mapping from layer id or stage id to threshold with
-    an optional ``"default"`` entry (the reference's "mix tau").
+    an optional ``"default"`` entry (the reference's "mix tau"). ``names`` (not stored)
+    says where each setting was set, for the messages (see :meth:`from_config`).
     """
 
     tau: float | Mapping[str, float] = 0.8
@@ -74,75 +84,76 @@ class GrowthPolicy:
     max_macs: int | None = None
     max_stages: int | None = 6
     max_epochs: int | None = None
-    finetune_epochs: int = 6
+    finetune_epochs: int = -1  # -1: min(6, epochs // 2) (see finetune())
     carry_state: bool = True  # carry V, Γ and momentum across growth (False: reset)
     widen_init: str = "zero"
+    names: InitVar[Names | None] = None
     _taus: dict[str, float] = field(default_factory=dict, init=False, repr=False,
                                     compare=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, names: Names | None) -> None:
         taus = dict(self.tau) if isinstance(self.tau, Mapping) else {"default": self.tau}
         taus.setdefault("default", 0.8)
         for key, value in taus.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not 0 < float(value) <= 1:
-                raise UserError(f"tau for {key!r} is {value!r}; it must lie in (0, 1]")
+                shown = (f"tau for {key!r} = {value!r}" if key != "default" else
+                         f"tau = {value!r}" if names is None else
+                         describe("tau", value, "--tau", names))
+                raise UserError(f"{shown}: must be {GROWTH_RULES['tau'].accepts}")
         object.__setattr__(self, "_taus", {k: float(v) for k, v in taus.items()})
-
-        def need(ok: bool, key: str, what: str) -> None:
-            if not ok:
-                raise UserError(f"growth setting {key!r} = {getattr(self, key)!r}: {what}")
-
-        need(self.epochs_per_stage >= 1, "epochs_per_stage", "must be >= 1")
-        need(self.grow_num is None or self.grow_num >= 1, "grow_num", "must be >= 1")
-        need(self.grow_ratio >= 1, "grow_ratio", "must be >= 1")
-        need(self.depth_patience >= 1, "depth_patience", "must be >= 1")
-        need(self.stop_patience >= 1, "stop_patience", "must be >= 1")
-        need(self.mature_epochs >= 0, "mature_epochs", "must be >= 0")
-        need(0 <= self.min_gain < 1, "min_gain", "must lie in [0, 1)")
-        need(self.macs_step is None or self.macs_step > 0, "macs_step",
-             "must be > 0 (or absent: no limit per check)")
-        need(self.max_width >= 1, "max_width", "must be >= 1")
-        for key in ("max_params", "max_macs", "max_stages", "max_epochs"):
-            need(getattr(self, key) is None or getattr(self, key) >= 1, key,
-                 "must be >= 1 (or absent: no budget)")
-        need(self.finetune_epochs >= 0, "finetune_epochs", "must be >= 0")
-        need(self.widen_init in WIDEN_INITS, "widen_init",
-             f"use one of {', '.join(WIDEN_INITS)}")
+        check(self, GROWTH_RULES, names,
+              [f for f in fields(self) if f.name in GROWTH_RULES and f.name != "tau"])
 
     # ---------------------------------------------------------- the config's table
     @classmethod
-    def from_config(cls, values: Mapping[str, Any], source: str = "the configuration"
+    def from_config(cls, values: Mapping[str, Any], names: str | Names | None = None
                     ) -> GrowthPolicy:
         """The policy of a configuration's growth settings (``RunConfig.growth``): every
-        key a field of this class, of its type; absent keys take the defaults above."""
+        key a field of this class, of its type; absent keys take the defaults above.
+        ``names``: the config file they came from, or per key the flag as typed."""
+        if isinstance(names, str):
+            names = {key: names for key in values}
+        names = dict(names or {})
         known = {f.name: f for f in fields(cls) if f.init}
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
+            where = names.get(key, "")
             if key not in known:
-                others = [f.name for f in fields(RunConfig) if f.name != "growth"]
-                raise UserError(f"unknown config key {key!r} in {source}; known keys: "
-                                f"{', '.join(others)}; growth settings: "
+                others = [k for k in RULES if k != "command"]
+                raise UserError(f"unknown config key {key!r}" + (f" in {where}" if where
+                                                                 else "") +
+                                f"; known keys: {', '.join(others)}; growth settings: "
                                 f"{', '.join(known)}")
             if key == "tau" and isinstance(value, Mapping):
                 kwargs[key] = dict(value)
             elif key == "tau":
-                kwargs[key] = coerce(key, value, "float", source)
+                kwargs[key] = coerce(key, value, "float", where)
             elif key in _OPTIONAL:
                 kwargs[key] = None if value is None else coerce(key, value, _OPTIONAL[key],
-                                                                source)
+                                                                where)
             else:
-                kwargs[key] = coerce(key, value, known[key].type, source)
-        return cls(**kwargs)
+                kwargs[key] = coerce(key, value, known[key].type, where)
+        return cls(**kwargs, names=names)
 
     def to_config(self) -> dict[str, Any]:
-        """``{field: value}`` for a ``[growth]`` table; unset budgets are left out."""
+        """``{field: value}`` for a config file; unset budgets are left out."""
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if f.init and value is not None:
                 out[f.name] = dict(value) if isinstance(value, Mapping) else value
         return out
+
+    def describe(self, key: str, names: Names | None = None) -> str:
+        """``--max-width 2`` or ``max_width = 2 in FILE``: a setting and its value, named
+        as the user set it."""
+        return describe(key, getattr(self, key), GROWTH_RULES[key].flag, names)
+
+    def finetune(self, epochs: int) -> int:
+        """Fine-tuning epochs reserved in a run of ``epochs``: ``finetune_epochs``, or with
+        -1 (the default) ``min(6, epochs // 2)``, so a short run still has room to grow."""
+        return self.finetune_epochs if self.finetune_epochs >= 0 else min(6, epochs // 2)
 
     def replace(self, **changes: Any) -> GrowthPolicy:
         """A copy with fields changed (checked again)."""
@@ -161,3 +172,28 @@ class GrowthPolicy:
         step = self.grow_num if self.grow_num is not None else (4 if family == "residual"
                                                                  else 8)
         return min(self.max_width, max(width + step, int(self.grow_ratio * width)))
+
+
+#: every growth setting: its flag and what it accepts
+GROWTH_RULES: dict[str, Rule] = {key: Rule(flag, *rule) for key, flag, rule in (
+    ("tau", "--tau", ("a number in (0, 1]", lambda v: 0 < v <= 1)),
+    ("epochs_per_stage", "--epochs-per-stage", at_least(1)),
+    ("grow_num", "--grow-num", at_least(1)),
+    ("grow_ratio", "--grow-ratio", at_least(1, "a number")),
+    ("depth", "--no-depth", ("true or false", lambda v: True)),
+    ("depth_patience", "--depth-patience", at_least(1)),
+    ("stop_patience", "--stop-patience", at_least(1)),
+    ("mature_epochs", "--mature-epochs", at_least(0, "a number")),
+    ("min_gain", "--min-gain", ("a number in [0, 1)", lambda v: 0 <= v < 1)),
+    ("macs_step", "--macs-step", ("a number > 0 (or left out: no limit per check)",
+                                  lambda v: v > 0)),
+    ("max_width", "--max-width", at_least(1)),
+    ("max_params", "--max-params", at_least(1, note=" (or left out: no budget)")),
+    ("max_macs", "--max-macs", at_least(1, note=" (or left out: no budget)")),
+    ("max_stages", "--max-stages", at_least(1)),
+    ("max_epochs", "", at_least(1)),
+    ("finetune_epochs", "--finetune-epochs", ("an integer >= 0 (or -1: min(6, epochs // 2))",
+                                              lambda v: v >= -1)),
+    ("carry_state", "--reset-state", ("true or false", lambda v: True)),
+    ("widen_init", "--widen-init", choice(*WIDEN_INITS)),
+)}

@@ -13,10 +13,10 @@ procedure). ``docs/prune.md`` has the rules.
 """
 
 from grownet.prune.order import by_percent, entry_epochs, prune_orders, tracker_state
-from grownet.prune.run import PruneResult, prune_run
+from grownet.prune.run import PruneArgs, PruneResult, prune_run, resume_prune
 from grownet.prune.slimming import Selection, constrain, mask_network, slim_network
 from grownet.prune.tickets import channel_maps, recorded_epochs, support_at, ticket
 
-__all__ = ["PruneResult", "Selection", "by_percent", "channel_maps", "constrain",
+__all__ = ["PruneArgs", "PruneResult", "Selection", "by_percent", "channel_maps", "constrain",
            "entry_epochs", "mask_network", "prune_orders", "prune_run", "recorded_epochs",
-           "slim_network", "support_at", "ticket", "tracker_state"]
+           "resume_prune", "slim_network", "support_at", "ticket", "tracker_state"]

@@ -3,13 +3,10 @@ its own run directory, optionally retrained (fine-tuning or the lottery procedur
 
 from __future__ import annotations
 
-import contextlib
-import io
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from grownet.cost import count, human
 from grownet.errors import UserError
@@ -18,12 +15,13 @@ from grownet.prune.order import by_percent
 from grownet.prune.slimming import Selection, slim_network
 from grownet.prune.tickets import ticket
 from grownet.runs import RunConfig, RunDir, atomic_write_text, load_final_model
+from grownet.runs.config import read_toml, toml_value
 from grownet.spec import ArchSpec
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["PruneResult", "prune_run", "prune_table"]
+__all__ = ["PruneArgs", "PruneResult", "prune_run", "prune_table", "resume_prune"]
 
 RETRAIN_FROM = ("current", "init")
 
@@ -98,15 +96,6 @@ def format_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _check_out(out: str | Path | None) -> None:
-    """Refuse a non-empty output directory before any work (RunDir.create checks again)."""
-    if out is not None:
-        path = Path(out)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise UserError(f"output directory {path} already exists and is not empty; "
-                            "choose a new --out DIR")
-
-
 def _initial_model(run: RunDir, spec: ArchSpec) -> GrowNet:
     """``build(spec)`` holding the run's ``init/model.safetensors`` (BN statistics fresh)."""
     from safetensors.torch import load_file
@@ -128,6 +117,69 @@ def _initial_model(run: RunDir, spec: ArchSpec) -> GrowNet:
     return model
 
 
+@dataclass(frozen=True)
+class PruneArgs:
+    """What ``grownet prune`` was asked: saved as ``OUT/prune.toml`` first, so that
+    ``grownet resume OUT`` can finish a killed prune (its retraining included)."""
+
+    source: str
+    epoch: int | None = None
+    percent: float | None = None
+    retrain_epochs: int = 0
+    retrain_from: str = "current"
+    seed: int | None = None
+
+    def checked(self) -> PruneArgs:
+        if (self.epoch is None) == (self.percent is None):
+            raise UserError("give exactly one of --epoch (a winning ticket) or --percent "
+                            "(prune by order)")
+        if self.percent is not None and not 0 <= self.percent < 100:
+            raise UserError(f"--percent {self.percent:g}: must lie in [0, 100) (100 would "
+                            "drop every filter; each layer keeps at least its best one)")
+        if self.retrain_from not in RETRAIN_FROM:
+            raise UserError(f"--retrain-from {self.retrain_from}: must be current or init")
+        if isinstance(self.retrain_epochs, bool) or not isinstance(self.retrain_epochs, int) \
+                or self.retrain_epochs < 0:
+            raise UserError(f"--retrain-epochs {self.retrain_epochs!r}: must be an integer "
+                            ">= 0")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise UserError(f"--seed {self.seed}: must be an integer from 0 to {2**63 - 1}")
+        return self
+
+    def to_toml(self) -> str:
+        lines = ["# grownet prune: what was asked; 'grownet resume' continues from it"]
+        lines += [f"{k} = {toml_value(v)}" for k, v in dataclasses.asdict(self).items()
+                  if v is not None]
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_toml(cls, path: Path) -> PruneArgs:
+        values = read_toml(path)
+        try:
+            return cls(**values).checked()
+        except TypeError as err:
+            raise UserError(f"{path} is damaged ({err}); prune the run again into a new "
+                            "--out DIR") from None
+
+
+@dataclass
+class _Slimmed:
+    """Everything the prune computes before it writes (deterministic: a resume
+    computes it again)."""
+
+    run: RunDir
+    cfg: RunConfig
+    spec: ArchSpec
+    keep: Selection
+    new_spec: ArchSpec
+    new_model: GrowNet
+    initial: GrowNet | None
+    table: pd.DataFrame
+    data: Any
+    acc_full: float
+    acc_before: float
+
+
 def prune_run(run_dir: str | Path, out: str | Path | None = None, epoch: int | None = None,
               percent: float | None = None, retrain_epochs: int = 0,
               retrain_from: str = "current", seed: int | None = None,
@@ -141,10 +193,11 @@ def prune_run(run_dir: str | Path, out: str | Path | None = None, epoch: int | N
         network, ``checkpoints/last.pt`` the support tracker, ``stages/`` the specs.
     out
         The new run directory (default ``runs/prune-<timestamp>``); must not exist or be
-        empty.
+        empty. It is locked while the prune runs.
     epoch, percent
         Exactly one: the winning ticket of ``epoch`` (:func:`grownet.prune.ticket`), or
-        prune-by-order of ``percent`` % per layer (:func:`grownet.prune.by_percent`).
+        prune-by-order of ``percent`` % per layer (:func:`grownet.prune.by_percent`),
+        ``0 <= percent < 100``.
     retrain_epochs
         Retrain the slimmed net this many epochs with SGD (the run's data, batch size,
         lr, momentum, weight decay), into ``out/retrain``; 0: no retraining.
@@ -162,35 +215,57 @@ def prune_run(run_dir: str | Path, out: str | Path | None = None, epoch: int | N
 
     Notes
     -----
-    ``out`` holds ``prune.csv`` (per layer: width, kept %, params, MACs before and
-    after, note, kept indices), ``events.jsonl`` (one ``prune`` event) and
-    ``final/arch.json`` + ``final/model.safetensors`` of the slimmed, not retrained
-    network; ``out/retrain`` is a ``train`` run directory.
+    ``out`` holds ``prune.toml`` (these arguments), ``prune.csv`` (per layer: width,
+    kept %, params, MACs before and after, note, kept indices), ``events.jsonl`` (a
+    ``prune`` event, then a ``retrain`` event) and ``final/arch.json`` +
+    ``final/model.safetensors`` of the slimmed, not retrained network; ``out/retrain``
+    is a ``train`` run directory. A killed prune is continued by :func:`resume_prune`
+    (``grownet resume OUT``).
     """
-    if (epoch is None) == (percent is None):
-        raise UserError("give exactly one of epoch (a winning ticket) or percent "
-                        "(prune by order)")
-    if retrain_from not in RETRAIN_FROM:
-        raise UserError(f"retrain_from must be 'current' or 'init', got {retrain_from!r}")
-    if isinstance(retrain_epochs, bool) or not isinstance(retrain_epochs, int) \
-            or retrain_epochs < 0:
-        raise UserError(f"retrain epochs must be an integer >= 0, got {retrain_epochs!r}")
-    _check_out(out)
-    run = RunDir.open(run_dir)
+    args = PruneArgs(str(run_dir), epoch, percent, retrain_epochs, retrain_from,
+                     seed).checked()
+    RunDir.check_new(out)  # before any work; create checks again, under the lock
+    work = _slim(args)
+    dest = RunDir.create(out, "prune")
+    try:
+        return _write(dest, args, work, quiet)
+    except UserError:
+        if not dest.prune_table.exists():
+            dest.discard()
+        raise
+    finally:
+        dest.release()
+
+
+def resume_prune(out: str | Path, quiet: bool = False) -> PruneResult:
+    """Finish a prune that was killed (``grownet resume OUT``): the slimming is computed
+    again (it is deterministic), files already written are kept, and the retraining
+    continues from its checkpoint."""
+    dest = RunDir.open_to_resume(out, marker="prune.toml")
+    try:
+        dest.tidy()
+        args = PruneArgs.from_toml(dest.prune_plan)
+        return _write(dest, args, _slim(args), quiet)
+    finally:
+        dest.release()
+
+
+def _slim(args: PruneArgs) -> _Slimmed:
+    """Read the source run, choose the filters, slim, evaluate (nothing written)."""
+    run = RunDir.open(args.source)
     cfg = run.config()
     spec, model = load_final_model(run.path)
     tracker = run.load_checkpoint().get("tracker") or {}
     if not tracker:
         raise UserError(f"{run.path} has no Γ support (it was trained with --method "
                         f"{cfg.method}); prune needs a grow or --method dessilbi run")
-    if epoch is not None:
-        keep = ticket(tracker, int(epoch), spec, run.stage_specs(), model=model)
+    if args.epoch is not None:
+        keep = ticket(tracker, int(args.epoch), spec, run.stage_specs(), model=model)
     else:
-        keep = by_percent(model, tracker, percent)
-    initial = (_initial_model(run, spec) if retrain_epochs and retrain_from == "init"
-               else None)
+        keep = by_percent(model, tracker, args.percent)
+    initial = (_initial_model(run, spec) if args.retrain_epochs
+               and args.retrain_from == "init" else None)
     new_spec, new_model = slim_network(spec, model, keep)
-    table = prune_table(spec, new_spec, keep)
 
     from grownet.data import load_dataset, make_loaders
     from grownet.train.loop import evaluate, resolve_device
@@ -200,33 +275,50 @@ def prune_run(run_dir: str | Path, out: str | Path | None = None, epoch: int | N
     _, test = make_loaders(data, cfg.batch_size, device, cfg.seed)
     acc_full = evaluate(model.to(device), test, device).acc
     acc_before = evaluate(new_model.to(device), test, device).acc
+    return _Slimmed(run, cfg, spec, keep, new_spec, new_model, initial,
+                    prune_table(spec, new_spec, keep), data, acc_full, acc_before)
 
-    dest = RunDir.create(out, "prune")
-    atomic_write_text(dest.prune_table, table.to_csv(index=False))
-    how = {"ticket_epoch": int(epoch)} if epoch is not None else {"percent": float(percent)}
-    dest.save_final(new_spec, new_model, extra={"test_acc": f"{acc_before:.6f}",
-                                                "source": str(run.path),
-                                                **{k: str(v) for k, v in how.items()}})
-    before, after = count(spec), count(new_spec)
-    dest.log_event({"kind": "prune", "source": str(run.path), **how,
-                    "before": {"params": before.params, "macs": before.macs},
-                    "after": {"params": after.params, "macs": after.macs},
-                    "widths": {s: [a, b] for s, (a, b) in _widths(spec, new_spec).items()},
-                    "notes": dict(keep.notes), "test_acc_full": acc_full,
-                    "test_acc_slim": acc_before})
+
+def _write(dest: RunDir, args: PruneArgs, work: _Slimmed, quiet: bool) -> PruneResult:
+    """Write the prune's files (those a killed attempt wrote already are kept), then
+    retrain; ``final/model.safetensors`` comes after ``prune.csv`` and the event."""
+    atomic_write_text(dest.prune_plan, args.to_toml())
+    atomic_write_text(dest.prune_table, work.table.to_csv(index=False))
+    source = str(work.run.path)
+    how = ({"ticket_epoch": int(args.epoch)} if args.epoch is not None
+           else {"percent": float(args.percent)})
+    kinds = {e.get("kind") for e in dest.events()}
+    if "prune" not in kinds:
+        before, after = count(work.spec), count(work.new_spec)
+        dest.log_event({"kind": "prune", "source": source, **how,
+                        "before": {"params": before.params, "macs": before.macs},
+                        "after": {"params": after.params, "macs": after.macs},
+                        "widths": {s: list(w) for s, w in
+                                   _widths(work.spec, work.new_spec).items()},
+                        "notes": dict(work.keep.notes), "test_acc_full": work.acc_full,
+                        "test_acc_slim": work.acc_before})
+    dest.save_final(work.new_spec, work.new_model,
+                    extra={"test_acc": f"{work.acc_before:.6f}", "source": source,
+                           **{k: str(v) for k, v in how.items()}})
     say = (lambda text: None) if quiet else (lambda text: print(text, flush=True))
-    what = f"ticket of epoch {epoch}" if epoch is not None else f"prune by order, {percent}%"
-    say(f"{run.path}: {what}\n{format_table(table)}")
-    say(f"test accuracy: full {acc_full * 100:.2f}%, slimmed without retraining "
-        f"{acc_before * 100:.2f}%")
-    result = PruneResult(dest.path, new_spec, new_model, keep, table, acc_full, acc_before)
-    if retrain_epochs:
-        result.acc_after = _retrain(dest, cfg, new_model, initial, keep, spec, data,
-                                    retrain_epochs, seed, quiet)
-        dest.log_event({"kind": "retrain", "from": retrain_from, "epochs": retrain_epochs,
-                        "test_acc": result.acc_after, "run": str(dest.retrain_dir)})
-        say(f"test accuracy after {retrain_epochs} epochs of retraining from "
-            f"{retrain_from}: {result.acc_after * 100:.2f}%")
+    what = (f"ticket of epoch {args.epoch}" if args.epoch is not None
+            else f"prune by order, {args.percent}%")
+    say(f"{source}: {what}\n{format_table(work.table)}")
+    say(f"test accuracy: full {work.acc_full * 100:.2f}%, slimmed without retraining "
+        f"{work.acc_before * 100:.2f}%")
+    result = PruneResult(dest.path, work.new_spec, work.new_model, work.keep, work.table,
+                         work.acc_full, work.acc_before)
+    if args.retrain_epochs:
+        from grownet.prune.retrain import retrain
+
+        result.acc_after = retrain(dest, work.cfg, work.new_model, work.initial, work.keep,
+                                   work.spec, work.data, args, quiet)
+        if "retrain" not in kinds:
+            dest.log_event({"kind": "retrain", "from": args.retrain_from,
+                            "epochs": args.retrain_epochs, "test_acc": result.acc_after,
+                            "run": str(dest.retrain_dir)})
+        say(f"test accuracy after {args.retrain_epochs} epochs of retraining from "
+            f"{args.retrain_from}: {result.acc_after * 100:.2f}%")
     say(f"pruned run: {dest.path}")
     return result
 
@@ -234,26 +326,3 @@ def prune_run(run_dir: str | Path, out: str | Path | None = None, epoch: int | N
 def _widths(old: ArchSpec, new: ArchSpec) -> dict[str, tuple[int, int]]:
     a, b = old.widths(), new.widths()
     return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
-
-
-def _retrain(dest: RunDir, cfg: RunConfig, slimmed: GrowNet, initial: GrowNet | None,
-             keep: Selection, spec: ArchSpec, data, epochs: int, seed: int | None,
-             quiet: bool) -> float:
-    from grownet.train.job import TrainJob
-
-    if initial is not None:  # the lottery procedure: the kept filters' initial values
-        _, start = slim_network(spec, initial, keep)
-    else:
-        start = slimmed
-    weights = {k: v.detach().cpu().clone() for k, v in start.state_dict().items()}
-    rcfg = RunConfig(command="train", arch=str(dest.final_arch),
-                     method="sgd", epochs=epochs, data=cfg.data, data_root=cfg.data_root,
-                     batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
-                     weight_decay=cfg.weight_decay, augment=cfg.augment, device=cfg.device,
-                     seed=cfg.seed if seed is None else seed)
-    # The job prints its summary even when quiet; prune's quiet means nothing at all.
-    mute = contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
-    with torch.random.fork_rng(devices=[]), mute:  # leave the caller's RNG as it was
-        result = TrainJob.start(rcfg, dest.retrain_dir, quiet=quiet, dataset=data,
-                                weights=weights)
-    return result.test_acc

@@ -11,7 +11,6 @@ See ``docs/report.md``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from grownet.errors import UserError
@@ -68,7 +67,7 @@ def make_report(run: str | Path, compare: str | Path | None = None) -> str:
 
 
 def write_report(run: str | Path, out: str | Path | None = None,
-                 compare: str | Path | None = None) -> Path:
+                 compare: str | Path | None = None, force: bool = False) -> Path:
     """Build the report and write it atomically (a failure leaves any old file intact).
 
     Parameters
@@ -76,27 +75,25 @@ def write_report(run: str | Path, out: str | Path | None = None,
     run, compare
         As in :func:`make_report`.
     out
-        The HTML file (default ``RUN/report.html``); a directory gets ``report.html``
-        inside it.
+        The HTML file (default ``RUN/report.html``, which a new report replaces); a
+        directory gets ``report.html`` inside it. An ``out`` that exists is refused
+        unless ``force``: nothing the report did not write is overwritten.
+    force
+        Replace an existing ``out``.
 
     Returns
     -------
     pathlib.Path
         Where the report went.
     """
-    from grownet.atomic import atomic_write_text
+    from grownet.atomic import atomic_write_text, refuse_existing
 
+    if out is None:
+        path = Path(run) / "report.html"
+        if path.is_dir():
+            raise UserError(f"{path} is a folder; pass --out FILE for the report")
+    else:
+        path = Path(out) / "report.html" if Path(out).is_dir() else Path(out)
+        refuse_existing(path, force, "--out")
     text = make_report(run, compare)  # everything is built before anything is written
-    path = Path(out) if out is not None else Path(run) / "report.html"
-    if path.is_dir():
-        path = path / "report.html"
-    try:
-        atomic_write_text(path, text)
-        # the temporary file was private (0600); a report is for sharing: honour the umask
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(path, 0o666 & ~umask)
-        return path
-    except OSError as err:
-        raise UserError(f"cannot write {path} ({err.strerror or err}); choose another "
-                        "--out FILE") from None
+    return atomic_write_text(path, text)

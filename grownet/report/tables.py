@@ -17,13 +17,9 @@ import pandas as pd
 
 from grownet.compare.measure import accuracy_text, columns
 from grownet.errors import UserError
-from grownet.runs.rundir import RunDir, final_test_acc, load_spec
+from grownet.runs import RunDir, final_test_acc, load_spec
+from grownet.runs.config import read_toml
 from grownet.spec import ArchSpec
-
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 __all__ = ["COMPARE_COLUMNS", "RunTables", "format_compare", "human_seconds",
            "layer_epoch_matrix", "read_compare", "read_run", "run_summary",
@@ -82,24 +78,18 @@ class RunTables:
         return self.stages[-1][1] if self.stages else None
 
 
-def _read_csv(path: Path, **kwargs: Any) -> pd.DataFrame | None:
+def _read_csv(path: Path) -> pd.DataFrame | None:
+    """A CSV that is not one of a run's tables (``compare.csv``)."""
     if not path.is_file():
         return None
     try:
-        frame = pd.read_csv(path, **kwargs)
+        frame = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
         raise UserError(f"{path} cannot be read ({type(err).__name__}); the file is "
-                        "damaged — run 'grownet resume' on the run or start it again") from None
+                        "damaged: write it again with 'grownet compare'") from None
     return frame if len(frame) else None
-
-
-def _final_test_acc(path: Path) -> float | None:
-    try:
-        return final_test_acc(path)
-    except Exception:  # a half-copied or foreign file: the report falls back to metrics
-        return None
 
 
 def read_run(path: str | Path) -> RunTables:
@@ -119,30 +109,21 @@ def read_run(path: str | Path) -> RunTables:
     UserError
         When ``path`` is not a run directory or has no finished epoch yet.
     """
-    path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"{path} does not exist or is not a directory; pass the run "
-                        "directory a training command wrote (e.g. runs/grow-...)")
     run = RunDir.open(path)
-    try:
-        config = tomllib.loads(run.config_path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{run.config_path} is not valid TOML ({err}); restore it "
-                        "from the run's first lines or start the run again") from None
-    metrics = _read_csv(run.metrics)
+    path = run.path
+    config = read_toml(run.config_path)
+    test_acc = final_test_acc(path)  # first: a damaged final model is reported as such
+    metrics = run.table("metrics.csv")
     if metrics is None:
         raise UserError(f"{path} has no finished epoch yet (metrics.csv is missing or "
                         "empty); wait for the first epoch to finish, then run the report")
-    # nullable ints: the classifier has no support, and NaN would turn counts into floats
-    layers = _read_csv(run.layers, dtype={"selected": "Int64"})
-    support = _read_csv(run.support)
-    keep = _read_csv(run.keep)
     final_arch = run.final_arch
     return RunTables(
-        path=path, config=config, metrics=metrics, layers=layers, support=support,
-        keep=keep, events=run.events(), stages=run.stage_specs(),
-        final_spec=load_spec(final_arch) if final_arch.is_file() else None,
-        final_test_acc=_final_test_acc(path))
+        path=path, config=config, metrics=metrics, layers=run.table("layers.csv"),
+        support=run.table("support.csv"), keep=run.table("keep.csv"),
+        events=run.events(), stages=run.stage_specs(),
+        final_spec=load_spec(final_arch) if run.finished else None,
+        final_test_acc=test_acc)
 
 
 # ------------------------------------------------------------------ timelines

@@ -1,22 +1,25 @@
 """The one configuration of a run: defaults, TOML file, flags — in that order of strength.
 
 The resolved configuration is saved as ``RUN/config.toml`` and is re-runnable with
-``--config``. Every key is checked once, when the configuration is built: an unknown
-key or a value of the wrong type or range is a :class:`UserError` naming the key and
-what it accepts.
+``--config``. Every key is checked once, when the configuration is built: a value of
+the wrong type or range is a :class:`UserError` naming the key as the user set it (the
+flag as typed, or ``key = value in FILE``) and what it accepts (:data:`RULES`, the one
+table messages are made from).
 
 Growth settings are not defined here: they are the fields of
 :class:`grownet.grow.GrowthPolicy`, the one source of their defaults and checks. Every
 key this class does not know is carried as given in ``RunConfig.growth`` (in the file
-they stand with the others, or in a ``[growth]`` table); the policy is built, and those
-keys are checked, from there (``GrowthPolicy.from_config``).
+they stand with the others); the policy is built, and those keys are checked, from
+there (``GrowthPolicy.from_config``), which names an unknown key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import InitVar, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +33,16 @@ else:  # pragma: no cover - Python 3.10
 METHODS = ("sgd", "dessilbi", "dst")
 SCHEDULES = ("cosine", "step", "constant")
 AUGMENTS = ("auto", "none", "shift", "crop-flip")
-GROWTH = "growth"  # the table of growth settings (GrowthPolicy's fields)
+GROWTH = "growth"  # the field that carries the growth settings (GrowthPolicy's fields)
+#: where each key was set: the flag as typed (``"--from"``) or a config file's path
+Names = Mapping[str, str]
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Every knob of ``grownet grow`` / ``grownet train`` but the growth settings (see
-    the module docstring). Checked on construction."""
+    the module docstring). Checked on construction; ``names`` (not stored) says where
+    each key was set, for the messages."""
 
     # what and where
     command: str = "grow"
@@ -71,40 +77,29 @@ class RunConfig:
     compile: bool = False  # torch.compile the training forward; recompiled after growth
     tensorboard: bool = False  # also log to RUN/tensorboard (optional dependency)
     # growth settings as given ({GrowthPolicy field: value}); checked by GrowthPolicy
-    growth: dict[str, Any] = field(default_factory=dict, compare=True)
+    growth: dict[str, Any] = field(default_factory=dict)
+    names: InitVar[Names | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, names: Names | None) -> None:
         if not isinstance(self.growth, dict):
             raise UserError(f"config key {GROWTH!r} must be a table of growth settings, "
                             f"got {self.growth!r}")
-        for f in fields(self):
-            if f.name != GROWTH:
-                coerce(f.name, getattr(self, f.name), f.type, "the configuration")
-        self._check()
+        check(self, RULES, names, [f for f in fields(self) if f.name != GROWTH])
 
-    def _check(self) -> None:
-        def need(ok: bool, key: str, what: str) -> None:
-            if not ok:
-                raise UserError(f"config key {key!r} = {getattr(self, key)!r}: {what}")
+    # ------------------------------------------------------------------ checks
+    def describe(self, key: str, names: Names | None = None) -> str:
+        """``--epochs 0`` or ``epochs = 0 in FILE``: a key and its value, named as the
+        user set it."""
+        return describe(key, getattr(self, key), RULES[key].flag, names)
 
-        need(self.command in ("grow", "train"), "command", "use 'grow' or 'train'")
-        need(self.epochs >= 1, "epochs", "must be >= 1")
-        need(self.batch_size >= 1, "batch_size", "must be >= 1")
-        need(0 <= self.val_frac < 1 or self.val_frac == -1, "val_frac",
-             "must lie in [0, 1) (or -1: 0.1 for grow, 0 for train)")
-        need(self.augment in AUGMENTS, "augment", f"use one of {', '.join(AUGMENTS)}")
-        need(self.method in METHODS, "method", f"use one of {', '.join(METHODS)}")
-        need(self.schedule in SCHEDULES, "schedule", f"use one of {', '.join(SCHEDULES)}")
-        need(self.lr > 0, "lr", "must be > 0")
-        need(self.kappa > 0, "kappa", "must be > 0")
-        need(self.nu > 0, "nu", "must be > 0")
-        need(self.lam >= 0, "lam", "must be > 0 (or 0 to pace it from entry_epochs)")
-        need(0 <= self.momentum < 1, "momentum", "must lie in [0, 1)")
-        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        need(self.entry_epochs > 0, "entry_epochs", "must be > 0")
-        need(self.alpha >= 0, "alpha", "must be >= 0")
-        need(self.warmup_epochs >= 0 or self.warmup_epochs == -1, "warmup_epochs",
-             "must be >= 0 (or -1: 1 for train, 0 for grow)")
+    def check_start(self, spec: Any) -> None:
+        """Settings that must fit the start architecture: a batch of one cannot train
+        a BatchNorm over 1×1 maps."""
+        single = next((s.id for s in spec.shapes() if s.bn and s.out_hw == (1, 1)), None)
+        if single is not None and self.batch_size < 2:  # one value per channel to normalise
+            raise UserError(f"{self.describe('batch_size')}: the BatchNorm of layer "
+                            f"{single} cannot train on a single sample; pass --batch-size "
+                            "2 or more")
 
     @property
     def validation(self) -> float:
@@ -125,11 +120,11 @@ class RunConfig:
         lines = ["# grownet resolved configuration; re-run with --config this-file"]
         for f in fields(self):
             if f.name != GROWTH:
-                lines.append(f"{f.name} = {_toml_value(getattr(self, f.name))}")
+                lines.append(f"{f.name} = {toml_value(getattr(self, f.name))}")
         if self.growth:
             lines.append("# growth (grownet.grow.GrowthPolicy; keys left out take its "
                          "defaults)")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in self.growth.items()]
+            lines += [f"{k} = {toml_value(v)}" for k, v in self.growth.items()]
         return "\n".join(lines) + "\n"
 
     def updated(self, values: dict[str, Any], source: str) -> RunConfig:
@@ -137,26 +132,27 @@ class RunConfig:
         :meth:`layered`)."""
         return self.layered([(values, source)])
 
-    def layered(self, layers: list[tuple[dict[str, Any], str]]) -> RunConfig:
-        """A copy with each ``(values, source)`` applied in turn (later ones win), built,
-        hence checked, once. A key that is not a field here is a growth setting (so is
-        ``"growth.KEY"``, and every key of a ``"growth"`` table): it goes into
-        :attr:`growth` unchecked (see the module docstring)."""
+    def layered(self, layers: list[tuple[dict[str, Any], str | Names]]) -> RunConfig:
+        """A copy with each ``(values, where)`` applied in turn (later ones win), built,
+        hence checked, once. ``where`` is the file the values came from, or per key the
+        flag as typed. A key that is not a field here is a growth setting (so is every
+        key of a ``growth`` table): it goes into :attr:`growth` unchecked."""
         known = {f.name: f for f in fields(self)}
         merged = {f.name: getattr(self, f.name) for f in fields(self)}
-        growth = dict(self.growth)
-        for values, source in layers:
+        growth, names = dict(self.growth), {}
+        for values, where in layers:
             for key, value in values.items():
+                name = where.get(key, "") if isinstance(where, Mapping) else where
                 if key == GROWTH and isinstance(value, dict):
                     growth.update(value)
-                elif key.startswith(f"{GROWTH}."):
-                    growth[key.removeprefix(f"{GROWTH}.")] = value
-                elif key in known and key != GROWTH:
-                    merged[key] = coerce(key, value, known[key].type, source)
+                    continue
+                names[key] = name
+                if key in known and key != GROWTH:
+                    merged[key] = coerce(key, value, known[key].type, name)
                 else:
                     growth[key] = value
         merged[GROWTH] = growth
-        return RunConfig(**merged)
+        return RunConfig(**merged, names=names)
 
     def replace(self, **values: Any) -> RunConfig:
         """A copy with fields replaced (checked again)."""
@@ -164,36 +160,126 @@ class RunConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path, base: RunConfig | None = None) -> RunConfig:
+        """``base`` (default: the defaults) with the keys of the TOML file ``path``; a bad
+        value is named as a key of that file."""
         return (base or cls()).updated(read_toml(path), str(path))
 
 
+# ------------------------------------------------------------------ checking values
+@dataclass(frozen=True)
+class Rule:
+    """What one key accepts, and the flag that sets it (``""``: no flag)."""
+
+    flag: str
+    accepts: str
+    ok: Callable[[Any], bool] = lambda value: True
+
+
+def at_least(low: float, kind: str = "an integer", note: str = "") -> tuple[str, Callable]:
+    return f"{kind} >= {low:g}{note}", lambda v: v >= low
+
+
+def choice(*options: str) -> tuple[str, Callable]:
+    return f"one of {', '.join(options)}", lambda v: v in options
+
+
+def positive() -> tuple[str, Callable]:
+    return "a number > 0", lambda v: v > 0
+
+
+def describe(key: str, value: Any, flag: str, names: Names | None = None) -> str:
+    """``--epochs 0`` or ``epochs = 0 in FILE``: a key and its value, named as the user
+    set it (``names``; the key's own ``flag`` when it was not given)."""
+    where = (names or {}).get(key) or flag
+    if where.startswith("-"):  # quoted when it would not read as one word
+        plain = not isinstance(value, str) or (value.isprintable() and value.strip()
+                                               and " " not in value)
+        return f"{where} {value if plain else repr(value)}"
+    return f"{key} = {toml_value(value)}" + (f" in {where}" if where else "")
+
+
+def check(obj: Any, rules: Mapping[str, Rule], names: Names | None,
+          keys: list[dataclasses.Field]) -> None:
+    """Check the fields ``keys`` of ``obj`` against ``rules``; the first bad value is a
+    :class:`UserError`: the value, where it was set (``names``; ``None``: made in
+    Python, so named by its key), and what the key accepts."""
+    for f in keys:
+        rule, value = rules[f.name], getattr(obj, f.name)
+        if value is None:  # an optional setting left out
+            continue
+        kind = _type_name(f.type)
+        if "float" in kind and isinstance(value, float) and not math.isfinite(value):
+            what = f"a finite number ({rule.accepts})"
+        elif kind == "str" and not _text(value):
+            what = "text that can be written as UTF-8"
+        elif not rule.ok(value):
+            what = rule.accepts
+        else:
+            continue
+        shown = (f"{f.name} = {toml_value(value)}" if names is None else
+                 describe(f.name, value, rule.flag, names))
+        raise UserError(f"{shown}: must be {what}")
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """The table of a TOML file; a :class:`UserError` when it is missing or invalid."""
+    """The keys of a TOML file; any problem reading it is one :class:`UserError`."""
     path = Path(path)
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"config file {path} not found; pass an existing "
                         "--config FILE.toml") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+    except IsADirectoryError:
+        raise UserError(f"config file {path} is a folder; pass a TOML file (e.g. "
+                        "RUN/config.toml)") from None
+    except OSError as err:
+        raise UserError(f"cannot read config file {path} ({err.strerror or err}); check "
+                        "its permissions") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not text (not UTF-8); pass a TOML "
+                        "file") from None
+    except tomllib.TOMLDecodeError as err:
         raise UserError(f"config file {path} is not valid TOML ({err})") from None
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+    if isinstance(value, Mapping):  # an inline table (a per-layer tau)
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    # a TOML basic string: quotes, backslashes and control characters escaped
+    return '"' + "".join(_TOML_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if ord(c) < 0x20
+                                                  or ord(c) == 0x7F else c)
+                         for c in str(value)) + '"'
 
 
-def coerce(key: str, value: Any, type_name: Any, source: str) -> Any:
-    """``value`` as the config type ``type_name`` (``"int"``, ``"float"``, ``"bool"``,
-    ``"str"``); a :class:`UserError` naming ``key`` and ``source`` when it is not one."""
-    type_name = getattr(type_name, "__name__", str(type_name))
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _text(value: str) -> bool:
+    """Writable as UTF-8 (a path decoded from undecodable bytes is not)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _type_name(type_: Any) -> str:
+    return getattr(type_, "__name__", str(type_))
+
+
+#: what a type error says a key must be
+_TYPE_TEXT = {"bool": "true or false", "int": "an integer", "float": "a number",
+              "str": "a string (in quotes)"}
+
+
+def coerce(key: str, value: Any, type_: Any, where: str) -> Any:
+    """``value`` as the config type ``type_`` (``"int"``, ``"float"``, ``"bool"``,
+    ``"str"``); a :class:`UserError` naming ``key`` and ``where`` when it is not one."""
+    type_name = _type_name(type_)
     ok = {
         "bool": isinstance(value, bool),
         "int": isinstance(value, int) and not isinstance(value, bool),
@@ -201,6 +287,39 @@ def coerce(key: str, value: Any, type_name: Any, source: str) -> Any:
         "str": isinstance(value, str),
     }[type_name]
     if not ok:
-        raise UserError(f"config key {key!r} in {source} must be a {type_name}, "
-                        f"got {value!r}")
+        shown = f"{where} {value!r}" if where.startswith("-") else \
+            f"{key} = {value!r}" + (f" in {where}" if where else "")
+        raise UserError(f"{shown}: must be {_TYPE_TEXT[type_name]}")
     return float(value) if type_name == "float" else value
+
+
+#: every key: its flag and what it accepts (the one table messages are made from)
+RULES: dict[str, Rule] = {key: Rule(flag, *rule) for key, flag, rule in (
+    ("command", "", choice("grow", "train")),
+    ("data", "--data", ("a dataset name", lambda v: bool(v.strip()))),
+    ("data_root", "--data-root", ("a folder", lambda v: True)),
+    ("seed", "--seed", (f"an integer from 0 to {2**63 - 1}", lambda v: 0 <= v < 2**63)),
+    ("device", "--device", ("auto, cpu, cuda or cuda:N",
+                            lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"))),
+    ("epochs", "--epochs", at_least(1)),
+    ("batch_size", "--batch-size", at_least(1)),
+    ("augment", "--augment", choice(*AUGMENTS)),
+    ("val_frac", "--val-frac", ("a number in [0, 1) (or -1: 0.1 for grow, 0 for train)",
+                                lambda v: 0 <= v < 1 or v == -1)),
+    ("start", "--from", ("a preset, an arch.json or a run directory", lambda v: bool(v))),
+    ("arch", "--arch", ("a preset or an arch.json", lambda v: bool(v))),
+    ("method", "--method", choice(*METHODS)),
+    ("lr", "--lr", positive()),
+    ("kappa", "--kappa", positive()),
+    ("nu", "--nu", positive()),
+    ("lam", "--lam", at_least(0, "a number", " (0: paced from --entry-epochs)")),
+    ("momentum", "--momentum", ("a number in [0, 1)", lambda v: 0 <= v < 1)),
+    ("weight_decay", "--weight-decay", at_least(0, "a number")),
+    ("entry_epochs", "--entry-epochs", positive()),
+    ("alpha", "--alpha", at_least(0, "a number")),
+    ("schedule", "--schedule", choice(*SCHEDULES)),
+    ("warmup_epochs", "--warmup-epochs", ("a number >= 0 (or -1: 1 for train, 0 for grow)",
+                                          lambda v: v >= 0 or v == -1)),
+    ("compile", "--compile", ("true or false", lambda v: True)),
+    ("tensorboard", "--tensorboard", ("true or false", lambda v: True)),
+)}

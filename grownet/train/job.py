@@ -102,6 +102,7 @@ class TrainJob:
         self.val_loader = make_val_loader(self.data, cfg.batch_size, self.device,
                                           rank=self.dist.rank, world_size=self.dist.world_size)
         self.spec = start_spec(self.start_name, self.data)
+        cfg.check_start(self.spec)
         self.weights = weights
         self.observer_factory = observer
         self.observer: Observer | None = None
@@ -294,7 +295,6 @@ class TrainJob:
         except (KeyError, TypeError, RuntimeError, ValueError) as err:
             raise UserError(f"checkpoint of {self.run.path} does not match this grownet "
                             f"({type(err).__name__}: {err}); start the run again") from None
-        self.run.truncate_logs(self.pos.epoch)
 
     # ------------------------------------------------------------------ finish
     def _finish(self) -> JobResult:
@@ -312,10 +312,9 @@ class TrainJob:
         te = evaluate(self.model, self.test_loader, self.device, runtime=self.runtime)
         # epoch = epochs done: a resume cuts these rows if the finish was interrupted
         self.write_layers(self.tracker.ratios() if self.tracker else {}, epoch=self.pos.epoch)
-        self.run.save_final(self.spec, self.model, extra={"test_acc": f"{te.acc:.6f}"})
-        if self.initial:
+        if self.initial:  # before final/: the final model is the mark of a finished run
             self.run.save_initial(self.spec, self.initial)
-        self._checkpoint()
+        self.run.save_final(self.spec, self.model, extra={"test_acc": f"{te.acc:.6f}"})
         if self.observer:
             self.observer.figures(self.pos.epoch - 1)
             self.observer.close()
@@ -342,45 +341,63 @@ class TrainJob:
         in a new run directory ``out``. ``weights`` (a state dict of the start
         architecture) replaces the fresh init."""
         ctx = context_from_env(resolve_device(cfg.device))
+        run = None
         try:
             job = cls(cfg, quiet=quiet, dataset=dataset, weights=weights, dist=ctx,
                       observer=observer, **kwargs)
-            job.run = _create_run(ctx, out, cfg.command)
+            job.run = run = _writer(ctx, lambda: RunDir.create(out, cfg.command))
             return job.run_all()
+        except UserError:
+            if run is not None:
+                run.discard()  # a run that failed before its first checkpoint leaves nothing
+            raise
         finally:
+            if run is not None:
+                run.release()
             ctx.close()
 
     @classmethod
     def resume(cls, path: str | Path, *, quiet: bool = False,
                observer: ObserverFactory | None = None) -> JobResult:
-        """Continue the run in ``path`` from its last checkpoint."""
-        run = RunDir.open(path)
-        cfg = run.config()
-        if run.finished:
-            raise UserError(f"{run.path} has already finished; nothing to resume")
-        state = run.load_checkpoint()
+        """Continue a stopped or killed run from its checkpoint (from the start when it
+        was killed before its first one; its finish when only that was left undone)."""
+        opened = RunDir.open(path)
+        cfg = opened.config()
         ctx = context_from_env(resolve_device(cfg.device))
+        run = None
         try:
-            if not ctx.is_main:
-                run = RunDir.follower(run.path)
-            job = cls(cfg, run=run, quiet=quiet, dist=ctx, observer=observer)
-            job.restore(state)
+            # every check (the growth settings too) before the run is locked and cut back
+            job = cls(cfg, quiet=quiet, dist=ctx, observer=observer,
+                      **cls.resume_kwargs(opened))
+            job.run = run = _writer(ctx, lambda: RunDir.open_to_resume(path))
+            state = run.resume_point()
+            if state is not None:
+                job.restore(state)
             return job.run_all()
         finally:
+            if run is not None:
+                run.release()
             ctx.close()
 
+    @classmethod
+    def resume_kwargs(cls, run: RunDir) -> dict[str, Any]:
+        """What a resumed job of this kind needs besides the config (GrowJob: where its
+        growth settings come from)."""
+        return {}
 
-def _create_run(ctx: DistContext, out: str | Path | None, command: str) -> RunDir:
-    """Rank 0 creates the run directory; the others learn its path and never write."""
+
+def _writer(ctx: DistContext, make: Callable[[], RunDir]) -> RunDir:
+    """Rank 0 makes the (locked) run directory; the others learn its path and never
+    write. A refusal on rank 0 stops every rank."""
     if not ctx.enabled:
-        return RunDir.create(out, command)
-    made: str | UserError
+        return make()
+    made: RunDir | UserError | None = None
     if ctx.is_main:
         try:
-            made = str(RunDir.create(out, command).path)
+            made = make()
         except UserError as err:  # every rank must stop, not wait for a broadcast
             made = err
-    made = ctx.broadcast(made if ctx.is_main else None)
-    if isinstance(made, UserError):
-        raise made
-    return RunDir(made) if ctx.is_main else RunDir.follower(made)
+    shared = ctx.broadcast(made.path if isinstance(made, RunDir) else made)
+    if isinstance(shared, UserError):
+        raise shared
+    return made if ctx.is_main else RunDir.follower(shared)
