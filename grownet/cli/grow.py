@@ -19,12 +19,12 @@ GROW_FLAGS = (
      "vgg16-narrow, resnet20-narrow, or any preset); spell it --from under torchrun"),
     ("--tau", "tau", float, "saturation threshold in (0, 1] (default 0.8)"),
     ("--epochs-per-stage", "epochs_per_stage", int, "epochs between growth checks "
-     "(default 3)"),
+     "(default 2)"),
     ("--grow-num", "grow_num", int, "filters added at least (default 8 for plain nets, "
      "4 for residual nets)"),
     ("--grow-ratio", "grow_ratio", float, "width factor at least (default 1.5)"),
     ("--mature-epochs", "mature_epochs", float, "epochs a filter trains before its layer "
-     "is judged without it (default 4)"),
+     "is judged without it (default 3)"),
     ("--stop-patience", "stop_patience", int, "checks with nothing saturated, or without a "
      "better validation accuracy, before growth stops (default 2)"),
     ("--min-gain", "min_gain", float, "validation accuracy gain per check that counts as "

@@ -20,6 +20,7 @@ every rank enacts the same one (``decider`` and ``share`` of :class:`Grower`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,7 @@ class Decision:
     calm: int = 0  # consecutive checks with no layer saturated, this one included
     flat: int = 0  # consecutive checks whose score did not beat the best by min_gain
     best: float | None = None  # the best score of any check so far
+    next_check: int = -1  # wait: the epoch whose end is the next check (-1: the cadence)
 
 
 def default_optimizer_factory(template: torch.optim.Optimizer
@@ -132,6 +134,7 @@ class Grower:
         self.stop_reason = ""
         self.streak: dict[str, int] = {}  # consecutive fully-saturated checks per stage
         self.last_check = -1  # epoch of the last check
+        self.next_check = -1  # an extra check when waited-for filters mature
         self.calm = 0  # consecutive checks with no layer saturated
         self.flat = 0  # consecutive checks without a better validation score
         self.best: float | None = None  # the best validation score at a check
@@ -164,9 +167,11 @@ class Grower:
 
     def due(self, epoch: int) -> bool:
         """Whether the end of ``epoch`` is a check: ``epochs_per_stage`` epochs after the
-        stage started or after the previous check, or the growth epoch budget."""
+        stage started or after the previous check, when the young filters a check waited
+        for have matured, or at the growth epoch budget."""
         since = max(self.stage_start, self.last_check + 1)
-        return epoch + 1 - since >= self.policy.epochs_per_stage or self._at_epoch_budget(epoch)
+        return (epoch + 1 - since >= self.policy.epochs_per_stage
+                or 0 <= self.next_check <= epoch or self._at_epoch_budget(epoch))
 
     def _at_epoch_budget(self, epoch: int) -> bool:
         return self.policy.max_epochs is not None and epoch + 1 >= self.policy.max_epochs
@@ -203,8 +208,11 @@ class Grower:
         if not full:
             why = (f"waiting for young filters of {', '.join(pending)}" if pending else
                    f"no layer saturated ({calm} of {pol.stop_patience} checks)")
+            # young filters: check again as soon as the first of those units matures
+            ready = [judged[u].newest + math.ceil(pol.mature_epochs) - 1 for u in pending]
             return Decision(epoch, "wait", why, [], _cost(self.spec), dict(self.streak),
-                            calm=calm, flat=flat, best=best)
+                            calm=calm, flat=flat, best=best,
+                            next_check=min(ready) if ready else -1)
         decision = self._grow(epoch, units, full, judged)
         if decision.kind == "stop":
             return stop(decision.reason)
@@ -245,6 +253,7 @@ class Grower:
         a check that waits (no layer saturated, patience left)."""
         self.streak = dict(decision.streak)
         self.last_check, self.calm = decision.epoch, decision.calm
+        self.next_check = decision.next_check
         self.flat, self.best = decision.flat, decision.best
         if decision.kind == "wait":
             return None
@@ -283,7 +292,8 @@ class Grower:
     def state_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "stage_start": self.stage_start, "done": self.done,
                 "stop_reason": self.stop_reason, "streak": dict(self.streak),
-                "last_check": self.last_check, "calm": self.calm, "flat": self.flat,
+                "last_check": self.last_check, "next_check": self.next_check,
+                "calm": self.calm, "flat": self.flat,
                 "best": -1.0 if self.best is None else self.best}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -293,6 +303,7 @@ class Grower:
         self.stop_reason = str(state["stop_reason"])
         self.streak = {str(k): int(v) for k, v in state["streak"].items()}
         self.last_check = int(state["last_check"])
+        self.next_check = int(state["next_check"])
         self.calm = int(state["calm"])
         self.flat = int(state["flat"])
         self.best = None if state["best"] < 0 else float(state["best"])

@@ -70,13 +70,13 @@ class GrowthPolicy:
     """
 
     tau: float | Mapping[str, float] = 0.8
-    epochs_per_stage: int = 3
+    epochs_per_stage: int = 2
     grow_num: int | None = None
     grow_ratio: float = 1.5
     depth: bool = True
     depth_patience: int = 2
     stop_patience: int = 2
-    mature_epochs: float = 4.0
+    mature_epochs: float = 3.0
     min_gain: float = 0.001
     macs_step: float | None = 1.0
     max_width: int = 128

@@ -58,13 +58,15 @@ class Judged:
 
     ratio: float | None
     pending: bool
+    newest: int = -1  # birth epoch of its youngest waiting filter
 
     @staticmethod
     def of(unit: Unit, census: dict[str, Census]) -> Judged:
         """A stream saturates when any of its convs does (they share one width)."""
         members = [census[m] for m in unit.members if m in census]
         ratios = [c.ratio for c in members if c.ratio is not None]
-        return Judged(max(ratios) if ratios else None, any(c.waiting for c in members))
+        return Judged(max(ratios) if ratios else None, any(c.waiting for c in members),
+                      max((c.newest for c in members), default=-1))
 
 
 def saturated(units: list[Unit], judged: dict[str, Judged], policy: GrowthPolicy

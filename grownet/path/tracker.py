@@ -24,11 +24,13 @@ class Census:
 
     :attr:`ratio` is the selection ratio among the groups that had their time:
     ``selected / (selected + passed)``, so groups that growth just added do not dilute
-    it; ``None`` when no group had its time."""
+    it; ``None`` when no group had its time. ``newest``: the birth epoch of the youngest
+    waiting group (-1 when none waits)."""
 
     selected: int
     waiting: int
     passed: int
+    newest: int = -1
 
     @property
     def total(self) -> int:
@@ -351,15 +353,18 @@ class SupportTracker(HistoryReadout):
         self._refresh(stamp=True)
         young = (self._next_epoch - self._birth) < mature_epochs
         sup = self._support
+        waiting = ~sup & young
+        born = torch.where(waiting, self._birth, -1)
         rows = []
         for lay in self._layers:
             s = slice(lay.offset, lay.offset + lay.numel)
-            rows += [sup[s].sum(), (~sup[s] & young[s]).sum()]
+            rows += [sup[s].sum(), waiting[s].sum(), born[s].max()]
         counts = torch.stack(rows).tolist()
         out = {}
         for i, lay in enumerate(self._layers):
-            sel, wait = counts[2 * i], counts[2 * i + 1]
-            out[lay.name] = Census(int(sel), int(wait), int(lay.numel - sel - wait))
+            sel, wait, newest = counts[3 * i: 3 * i + 3]
+            out[lay.name] = Census(int(sel), int(wait), int(lay.numel - sel - wait),
+                                   int(newest))
         return out
 
     def birth_epochs(self, layer: str) -> Tensor:
