@@ -9,13 +9,15 @@ than ``mature_epochs`` is *pending* (growth just added them: neither a reason to
 it again nor a sign that it has room).
 
 Proposals are candidates with a cost (the MACs they add) and a pressure (how
-saturated their unit or stage is); they are taken in order of filters bought per MAC,
+saturated their unit or stage is); they are taken in order of capacity bought per MAC
+(the log of the width ratio: a narrow layer gains more from a filter than a wide one),
 times pressure (widenings, then insertions), while the check's MAC allowance lasts, so
-a budget is spent where a filter is cheapest (after pooling, at low resolution).
+a budget is spent where capacity is cheapest (after pooling, at low resolution).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,10 +111,15 @@ class Proposal:
         return count(self.spec).macs - self.start_macs
 
     def value(self, cand: Candidate) -> float:
-        """Filters bought per MAC, times pressure (ranked on the spec before any change)."""
+        """Capacity bought per MAC, times pressure (ranked on the spec before any change).
+
+        Capacity is the log of the width ratio: adding 8 filters to a layer of 2 buys
+        more than adding them to a layer of 64 (a widening doubles what a narrow layer
+        can represent); an inserted layer counts as a doubling of its stage."""
         added = count(cand.apply(self.spec)).macs - self.start_macs
-        filters = cand.width - (cand.record.get("old") or 0)
-        return cand.pressure * filters / max(added, 1)
+        old = cand.record.get("old")
+        gain = math.log(cand.width / old) if old else math.log(2.0)
+        return cand.pressure * gain / max(added, 1)
 
     def take(self, candidates: list[Candidate]) -> None:
         """Apply candidates, most valuable first, while the allowance and budgets last;
