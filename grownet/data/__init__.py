@@ -5,7 +5,15 @@
 >>> train, test = make_loaders(ds, batch_size=128, device="cpu", seed=0)
 """
 
-from grownet.data.batches import DeviceLoader, crop_flip, epoch_seed, make_loaders, shift
+from grownet.data.batches import (
+    DeviceLoader,
+    crop_flip,
+    epoch_seed,
+    eval_loader,
+    make_loaders,
+    shift,
+)
+from grownet.data.dataset import hold_out
 from grownet.data.formats import read_cifar_batch, read_idx
 from grownet.data.sources import AUGMENTS, DATASETS, Dataset, load_dataset, stratified_split
 
@@ -16,6 +24,8 @@ __all__ = [
     "DeviceLoader",
     "crop_flip",
     "epoch_seed",
+    "eval_loader",
+    "hold_out",
     "load_dataset",
     "make_loaders",
     "read_cifar_batch",

@@ -277,7 +277,15 @@ def make_loaders(
     train = DeviceLoader(ds.x_train, ds.y_train, batch_size, shuffle=True, drop_last=drop_last,
                          augment=ds.augment, device=device, seed=seed, rank=rank,
                          world_size=world_size)
-    test = DeviceLoader(ds.x_test, ds.y_test, test_batch_size or batch_size, shuffle=False,
-                        augment="none", device=device, seed=seed, rank=rank,
-                        world_size=world_size)
+    test = eval_loader(ds.x_test, ds.y_test, test_batch_size or batch_size, device, rank,
+                       world_size)
     return train, test
+
+
+def eval_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1
+                ) -> DeviceLoader:
+    """A loader for evaluation (a test or validation split): stored order, no
+    augmentation; sharded like :func:`make_loaders`' loaders."""
+    return DeviceLoader(x, y, batch_size, shuffle=False, augment="none", device=device,
+                        seed=0, rank=rank, world_size=world_size)

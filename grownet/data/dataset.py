@@ -9,7 +9,7 @@ statistics) into a :class:`Dataset`. The loaders themselves live in
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from torch.utils.data import TensorDataset
 
 from grownet.errors import UserError
 
-__all__ = ["Dataset", "stratified_split"]
+__all__ = ["Dataset", "hold_out", "stratified_split"]
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing tensors field-wise is meaningless
@@ -120,6 +120,35 @@ def stratified_split(
     # whose quota filled last are missing from its start)
     train, test = perm[~is_test], perm[is_test]
     return train[rng.permutation(len(train))], test[rng.permutation(len(test))]
+
+
+def hold_out(ds: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset | None]:
+    """Carve a validation split out of ``ds``'s train split (stratified, seeded).
+
+    Parameters
+    ----------
+    ds
+        The dataset.
+    fraction
+        Share of the train images held out, in ``[0, 1)``; 0 holds out nothing.
+    seed
+        Seed of the split.
+
+    Returns
+    -------
+    (Dataset, Dataset or None)
+        ``ds`` with the remaining train images, and a dataset whose *test* split is the
+        held-out images (its train split is empty); ``None`` when ``fraction`` is 0.
+        The normalisation stays the original train split's.
+    """
+    if not fraction:
+        return ds, None
+    keep, val = stratified_split(ds.y_train.numpy(), float(fraction), seed)
+    keep_t, val_t = torch.from_numpy(keep), torch.from_numpy(val)
+    train = replace(ds, x_train=ds.x_train[keep_t], y_train=ds.y_train[keep_t])
+    held = replace(ds, x_train=ds.x_train[:0], y_train=ds.y_train[:0],
+                   x_test=ds.x_train[val_t], y_test=ds.y_train[val_t])
+    return train, held
 
 
 def _channel_stats(

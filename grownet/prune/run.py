@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,8 +16,9 @@ from grownet.cost import count, human
 from grownet.errors import UserError
 from grownet.nets import GrowNet, build
 from grownet.prune.order import by_percent
+from grownet.prune.sized import MIN_UNITS, few_units, ticket_of_size
 from grownet.prune.slimming import Selection, slim_network
-from grownet.prune.tickets import ticket
+from grownet.prune.tickets import check_layers, ticket
 from grownet.runs import RunConfig, RunDir, atomic_write_text, load_final_model
 from grownet.spec import ArchSpec
 
@@ -131,7 +133,8 @@ def _initial_model(run: RunDir, spec: ArchSpec) -> GrowNet:
 def prune_run(run_dir: str | Path, out: str | Path | None = None, epoch: int | None = None,
               percent: float | None = None, retrain_epochs: int = 0,
               retrain_from: str = "current", seed: int | None = None,
-              quiet: bool = False) -> PruneResult:
+              quiet: bool = False, *, keep: float | None = None, params: int | None = None,
+              layers: str = "all", force: bool = False) -> PruneResult:
     """Prune a finished run's final network and write the result as a new run directory.
 
     Parameters
@@ -142,9 +145,11 @@ def prune_run(run_dir: str | Path, out: str | Path | None = None, epoch: int | N
     out
         The new run directory (default ``runs/prune-<timestamp>``); must not exist or be
         empty.
-    epoch, percent
-        Exactly one: the winning ticket of ``epoch`` (:func:`grownet.prune.ticket`), or
-        prune-by-order of ``percent`` % per layer (:func:`grownet.prune.by_percent`).
+    epoch, percent, keep, params
+        Exactly one: the winning ticket of ``epoch`` (:func:`grownet.prune.ticket`);
+        prune-by-order of ``percent`` % per layer (:func:`grownet.prune.by_percent`); or
+        the ticket at the first step where Γ's support reaches ``keep`` (a share of
+        the net's params) or ``params`` params (:func:`grownet.prune.ticket_of_size`).
     retrain_epochs
         Retrain the slimmed net this many epochs with SGD (the run's data, batch size,
         lr, momentum, weight decay), into ``out/retrain``; 0: no retraining.
@@ -155,6 +160,12 @@ def prune_run(run_dir: str | Path, out: str | Path | None = None, epoch: int | N
         Seed of the retraining (default: the run's).
     quiet
         Print nothing.
+    layers
+        Tickets: ``"all"`` tracked layers are cut, or ``"conv"`` only (hidden linear
+        layers keep every unit, as the reference lottery code does).
+    force
+        Cut a ticket that leaves a layer fewer than 2 units (warned on stderr); without
+        it such a ticket is refused.
 
     Returns
     -------
@@ -167,14 +178,15 @@ def prune_run(run_dir: str | Path, out: str | Path | None = None, epoch: int | N
     ``final/arch.json`` + ``final/model.safetensors`` of the slimmed, not retrained
     network; ``out/retrain`` is a ``train`` run directory.
     """
-    if (epoch is None) == (percent is None):
-        raise UserError("give exactly one of epoch (a winning ticket) or percent "
-                        "(prune by order)")
+    if sum(x is not None for x in (epoch, percent, keep, params)) != 1:
+        raise UserError("give exactly one of epoch (a winning ticket), keep or params (a "
+                        "ticket of that size) or percent (prune by order)")
     if retrain_from not in RETRAIN_FROM:
         raise UserError(f"retrain_from must be 'current' or 'init', got {retrain_from!r}")
     if isinstance(retrain_epochs, bool) or not isinstance(retrain_epochs, int) \
             or retrain_epochs < 0:
         raise UserError(f"retrain epochs must be an integer >= 0, got {retrain_epochs!r}")
+    check_layers(layers)
     _check_out(out)
     run = RunDir.open(run_dir)
     cfg = run.config()
@@ -183,10 +195,13 @@ def prune_run(run_dir: str | Path, out: str | Path | None = None, epoch: int | N
     if not tracker:
         raise UserError(f"{run.path} has no Γ support (it was trained with --method "
                         f"{cfg.method}); prune needs a grow or --method dessilbi run")
-    if epoch is not None:
-        keep = ticket(tracker, int(epoch), spec, run.stage_specs(), model=model)
+    if percent is not None:
+        keep_sel = by_percent(model, tracker, percent)
+        how, what = {"percent": float(percent)}, f"prune by order, {percent}%"
     else:
-        keep = by_percent(model, tracker, percent)
+        keep_sel, how, what = _ticket(run, spec, model, tracker, epoch, keep, params, layers)
+        _check_units(spec, keep_sel, what, force, quiet)
+    keep = keep_sel
     initial = (_initial_model(run, spec) if retrain_epochs and retrain_from == "init"
                else None)
     new_spec, new_model = slim_network(spec, model, keep)
@@ -203,7 +218,6 @@ def prune_run(run_dir: str | Path, out: str | Path | None = None, epoch: int | N
 
     dest = RunDir.create(out, "prune")
     atomic_write_text(dest.prune_table, table.to_csv(index=False))
-    how = {"ticket_epoch": int(epoch)} if epoch is not None else {"percent": float(percent)}
     dest.save_final(new_spec, new_model, extra={"test_acc": f"{acc_before:.6f}",
                                                 "source": str(run.path),
                                                 **{k: str(v) for k, v in how.items()}})
@@ -215,7 +229,6 @@ def prune_run(run_dir: str | Path, out: str | Path | None = None, epoch: int | N
                     "notes": dict(keep.notes), "test_acc_full": acc_full,
                     "test_acc_slim": acc_before})
     say = (lambda text: None) if quiet else (lambda text: print(text, flush=True))
-    what = f"ticket of epoch {epoch}" if epoch is not None else f"prune by order, {percent}%"
     say(f"{run.path}: {what}\n{format_table(table)}")
     say(f"test accuracy: full {acc_full * 100:.2f}%, slimmed without retraining "
         f"{acc_before * 100:.2f}%")
@@ -229,6 +242,54 @@ def prune_run(run_dir: str | Path, out: str | Path | None = None, epoch: int | N
             f"{retrain_from}: {result.acc_after * 100:.2f}%")
     say(f"pruned run: {dest.path}")
     return result
+
+
+def _ticket(run: RunDir, spec: ArchSpec, model: GrowNet, tracker: dict, epoch: int | None,
+            keep: float | None, params: int | None, layers: str
+            ) -> tuple[Selection, dict, str]:
+    """The ticket asked for, how it was chosen (for the event), and its description."""
+    mode = {} if layers == "all" else {"layers": layers}
+    if epoch is not None:
+        sel = ticket(tracker, int(epoch), spec, run.stage_specs(), model=model, layers=layers)
+        return sel, {"ticket_epoch": int(epoch), **mode}, f"ticket of epoch {epoch}"
+    found = ticket_of_size(tracker, spec, params=params, keep=keep, model=model,
+                           layers=layers)
+    done = _epochs_done(tracker, found.step)
+    size = f"{keep:g} of the params" if keep is not None else f"{params:,} params"
+    what = (f"ticket of {size}: Γ's support reached it at step {found.step}, after "
+            f"{done:.2f} epochs: {found.params:,} of {found.full_params:,} params")
+    how = {"ticket_step": found.step, "ticket_epochs_done": round(done, 4), **mode,
+           **({"keep": float(keep)} if keep is not None else {"params": int(params)})}
+    return found.keep, how, what
+
+
+def _epochs_done(tracker: dict, step: int) -> float:
+    """Epochs trained (fractional) when optimizer step ``step`` was taken, from the
+    steps the tracker recorded at the end of each epoch: ``E + 1`` at the end of the
+    0-based epoch ``E``, where ``--epoch E`` takes its ticket."""
+    prev = 0
+    for done, rec in enumerate(tracker.get("history", [])):
+        end = int(rec["step"])
+        if end >= step:
+            return done + (step - prev) / max(end - prev, 1)
+        prev = end
+    return float(len(tracker.get("history", [])))
+
+
+def _check_units(spec: ArchSpec, keep: Selection, what: str, force: bool,
+                 quiet: bool) -> None:
+    """Refuse (or, forced, warn about) a ticket leaving a layer fewer than 2 units."""
+    few = few_units(spec, keep)
+    if not few:
+        return
+    where = ", ".join(f"{k} {n} of {w}" for k, (n, w) in few.items())
+    text = (f"the {what.split(':')[0]} leaves {where} unit(s) (fewer than {MIN_UNITS}): "
+            "such a layer can hardly carry the signal")
+    if not force:
+        raise UserError(f"{text}; take a later --epoch, a larger --keep/--params, "
+                        "--layers conv, or --force to cut it anyway")
+    if not quiet:
+        print(f"warning: {text} (--force)", file=sys.stderr, flush=True)
 
 
 def _widths(old: ArchSpec, new: ArchSpec) -> dict[str, tuple[int, int]]:

@@ -30,6 +30,9 @@ else:  # pragma: no cover - Python 3.10
 METHODS = ("sgd", "dessilbi", "dst")
 SCHEDULES = ("cosine", "step", "constant")
 AUGMENTS = ("auto", "none", "shift", "crop-flip")
+INITS = ("auto", "default", "kaiming", "he")  # auto + grownet.nets.INITS
+LAM_PACES = ("auto", "layer", "unit")
+HIDDEN_LINEAR = ("neuron", "element")
 GROWTH = "growth"  # the table of growth settings (GrowthPolicy's fields)
 
 
@@ -50,6 +53,12 @@ class RunConfig:
     start: str = "seed"  # grow: the narrow start preset
     arch: str = "lenet5"  # train: the fixed backbone preset
     method: str = "dessilbi"  # train: sgd | dessilbi | dst (grow always uses dessilbi)
+    # how a fresh net is initialised, the same for every method (grownet.build's init);
+    # auto: PyTorch's default for train (measured best for SGD, DessiLBI and DST), the
+    # growth example's kaiming for grow (its growth policy is tuned on it)
+    init: str = "auto"
+    # share of the training set held out for validation (decisions: best checkpoints)
+    val_fraction: float = 0.0
     # optimiser (DessiLBI; lr is also SGD's and DST's)
     lr: float = 0.1
     kappa: float = 1.0
@@ -57,8 +66,14 @@ class RunConfig:
     lam: float = 0.0  # 0: paced from entry_epochs (see docs/optim.md, path pacing)
     momentum: float = 0.9
     weight_decay: float = 0.0
-    entry_epochs: float = 3.0  # epochs after which a filter of norm 1 enters Γ
-    alpha: float = 5e-4  # DST sparsity strength
+    entry_epochs: float = 3.0  # epochs after which a typical filter enters Γ
+    # how λ is paced: "layer" (train): per layer, so that a typical filter of that layer
+    # (its median initial norm) enters at entry_epochs; "unit" (grow): one λ, for a
+    # filter of norm 1; "auto": layer for train, unit for grow
+    lam_pace: str = "auto"
+    hidden_linear: str = "neuron"  # DessiLBI groups of hidden linear layers (or element)
+    alpha: float = 5e-4  # DST sparsity strength (when keep is 0)
+    keep: float = 0.0  # DST: share of the masked weights kept at the end (0: fixed alpha)
     schedule: str = "cosine"  # lr schedule of train and of grow's fine-tuning
     # linear lr warm-up, per step, at the start of a run; -1: 1 epoch for train (a wide
     # fixed net can diverge in its first steps at lr 0.1), none for grow (the narrow start
@@ -98,8 +113,31 @@ class RunConfig:
         need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         need(self.entry_epochs > 0, "entry_epochs", "must be > 0")
         need(self.alpha >= 0, "alpha", "must be >= 0")
+        need(self.keep == 0 or 0 < self.keep < 1, "keep", "must lie in (0, 1), or 0 for "
+             "a fixed alpha")
+        need(self.init in INITS, "init", f"use one of {', '.join(INITS)}")
+        need(self.lam_pace in LAM_PACES, "lam_pace", f"use one of {', '.join(LAM_PACES)}")
+        need(not (self.command == "grow" and self.lam_pace == "layer"), "lam_pace",
+             "'layer' pacing is for train; grow paces one λ (use auto or unit)")
+        need(self.hidden_linear in HIDDEN_LINEAR, "hidden_linear",
+             f"use one of {', '.join(HIDDEN_LINEAR)}")
+        need(0 <= self.val_fraction < 1, "val_fraction", "must lie in [0, 1)")
         need(self.warmup_epochs >= 0 or self.warmup_epochs == -1, "warmup_epochs",
              "must be >= 0 (or -1: 1 for train, 0 for grow)")
+
+    @property
+    def initialisation(self) -> str:
+        """``grownet.build``'s init in force (``init`` with auto resolved)."""
+        if self.init != "auto":
+            return self.init
+        return "default" if self.command == "train" else "kaiming"
+
+    @property
+    def lam_pacing(self) -> str:
+        """λ pacing in force (``lam_pace`` with auto resolved)."""
+        if self.lam_pace != "auto":
+            return self.lam_pace
+        return "layer" if self.command == "train" else "unit"
 
     @property
     def warmup(self) -> float:

@@ -5,6 +5,7 @@ RUN/config.toml  metrics.csv  layers.csv  support.csv  keep.csv  events.jsonl
 RUN/stages/NNN/{arch.json, graph.graphml, graph.json, graph.png}
 RUN/checkpoints/last.pt       RUN/final/{arch.json, model.safetensors}
 RUN/init/model.safetensors
+RUN/best/, RUN/sparsest/      (DST: the most accurate and the sparsest models)
 ```
 
 :class:`RunDir` owns this layout: every other room asks it for a path (``run.metrics``,
@@ -243,15 +244,26 @@ class RunDir:
     # ------------------------------------------------------------------ final
     def save_final(self, spec: ArchSpec, model: torch.nn.Module,
                    extra: dict[str, str] | None = None) -> Path:
+        return self.save_model("final", spec, model, extra)
+
+    def model_weights(self, name: str) -> Path:
+        """``<name>/model.safetensors``: a model the run kept (``final``; DST's ``best``
+        and ``sparsest``), with its spec in the metadata."""
+        return self.path / name / "model.safetensors"
+
+    def save_model(self, name: str, spec: ArchSpec, model: torch.nn.Module,
+                   extra: dict[str, str] | None = None) -> Path:
+        """Write ``<name>/arch.json`` and ``<name>/model.safetensors`` (atomically);
+        ``extra`` goes into the metadata next to the spec."""
         from safetensors.torch import save
 
-        atomic_write_text(self.final_arch, spec.to_json())
+        weights = self.model_weights(name)
+        atomic_write_text(weights.parent / "arch.json", spec.to_json())
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in
                    model.state_dict().items()}
         meta = {"arch": spec.to_json(indent=None), **(extra or {})}
-        atomic_write_bytes(self.final_weights, save(tensors, metadata=meta))
-        return self.final_weights.parent
-
+        atomic_write_bytes(weights, save(tensors, metadata=meta))
+        return weights.parent
 
     def save_initial(self, spec: ArchSpec, params: dict[str, torch.Tensor]) -> Path:
         """``init/model.safetensors``: each parameter's value when it was created (the
@@ -272,6 +284,7 @@ class FollowerRunDir(RunDir):
 
     write_config = append_row = log_event = truncate_logs = _skip
     save_stage = save_stage_graph = save_checkpoint = save_final = save_initial = _skip
+    save_model = _skip
 
 
 def load_spec(path: str | Path) -> ArchSpec:
@@ -295,16 +308,21 @@ def final_test_acc(run: str | Path) -> float | None:
     return None if value is None else float(value)
 
 
-def load_final_model(run: str | Path) -> tuple[ArchSpec, torch.nn.Module]:
-    """The final model of a run, rebuilt from the spec stored in its safetensors file."""
+def load_final_model(run: str | Path, name: str = "final"
+                     ) -> tuple[ArchSpec, torch.nn.Module]:
+    """The final model of a run (or another it kept, e.g. DST's ``best``), rebuilt from
+    the spec stored in its safetensors file."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     from grownet.nets import build
 
-    path = RunDir(run).final_weights
+    path = RunDir(run).model_weights(name)
     if not path.is_file():
-        raise UserError(f"{path} not found: the run has not finished; resume it first")
+        if name == "final":
+            raise UserError(f"{path} not found: the run has not finished; resume it first")
+        raise UserError(f"{path} not found: this run kept no {name!r} model (DST runs keep "
+                        "best/ and sparsest/ after their first epoch)")
     with safe_open(str(path), framework="pt") as f:
         spec = ArchSpec.from_json(f.metadata()["arch"])
     model = build(spec)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import torch
 
 from grownet.cost import ComputeMeter, CostTable, count
-from grownet.data import Dataset, load_dataset, make_loaders
+from grownet.data import Dataset, eval_loader, hold_out, load_dataset, make_loaders
 from grownet.dist import DistContext, context_from_env
 from grownet.errors import UserError
 from grownet.nets import build
@@ -93,9 +93,13 @@ class TrainJob:
                                             seed=cfg.seed)
         if cfg.augment != "auto":
             self.data = dataclasses.replace(self.data, augment=cfg.augment)
+        self.data, val = hold_out(self.data, cfg.val_fraction, cfg.seed)
         self.train_loader, self.test_loader = make_loaders(
             self.data, cfg.batch_size, self.device, cfg.seed, rank=self.dist.rank,
             world_size=self.dist.world_size)
+        self.val_loader = None if val is None else eval_loader(
+            val.x_test, val.y_test, cfg.batch_size, self.device, self.dist.rank,
+            self.dist.world_size)
         self.spec = start_spec(self.start_name, self.data)
         self.weights = weights
         self.observer_factory = observer
@@ -208,6 +212,8 @@ class TrainJob:
                          after_step=set_lr if pos.step < warmup_steps else None,
                          runtime=self.runtime)
         te = evaluate(self.model, self.test_loader, self.device, runtime=self.runtime)
+        va = None if self.val_loader is None else evaluate(
+            self.model, self.val_loader, self.device, runtime=self.runtime)
         pos.wall += time.perf_counter() - t0
         pos.step += len(self.train_loader)
         self.compute.add(self.cost.macs, tr.samples)
@@ -218,15 +224,18 @@ class TrainJob:
         for row in log.rows:  # the method's per-layer path (support.csv / keep.csv)
             self.run.append_row(log.table, row)
         row = {"stage": self.stage, "epoch": pos.epoch, "step": pos.step, "phase": pos.phase,
-               "lr": lr, "train_loss": tr.loss, "train_acc": tr.acc, "test_loss": te.loss,
-               "test_acc": te.acc, "params": self.cost.params, "macs": self.cost.macs,
+               "lr": lr, "train_loss": tr.loss, "train_acc": tr.acc,
+               **({} if va is None else {"val_loss": va.loss, "val_acc": va.acc}),
+               "test_loss": te.loss, "test_acc": te.acc, "params": self.cost.params,
+               "macs": self.cost.macs,
                **log.columns, "train_macs": self.compute.total, "time_s": round(pos.wall, 3)}
         self.run.append_row("metrics.csv", row)
+        self.method.epoch_end(self.run, row, self.spec, self.model)
         if self.observer:
             self.observer.scalars(row)
         self.say(f"{pos.epoch + 1:>4} {self.stage:>5} {pos.phase:<8} {lr:8.4f} "
                  f"{tr.loss:8.4f} {te.acc * 100:7.2f} {self.cost.params:>9,} "
-                 f"{row['mean_ratio']:6.2f}", header=pos.epoch == 0)
+                 f"{row['mean_ratio']:6.2f} {row['keep'] * 100:6.2f}", header=pos.epoch == 0)
         pos.epoch += 1
         self.after_epoch(log)
         self._checkpoint()
@@ -256,6 +265,7 @@ class TrainJob:
             "compute": self.compute.state_dict(),
             "initial": self.initial,
             "rng": rng_state(),
+            "method": self.method.state_dict(),
             **self.extra_state(),
         })
 
@@ -273,6 +283,7 @@ class TrainJob:
             self.optimizer.load_state_dict(state["optimizer"])
             if self.tracker:
                 self.tracker.load_state_dict(state["tracker"])
+            self.method.load_state_dict(state.get("method", {}))
             self.load_extra_state(state)
             set_rng_state(state["rng"])
         except (KeyError, TypeError, RuntimeError, ValueError) as err:
@@ -312,7 +323,7 @@ class TrainJob:
         if self.quiet:
             return
         if header:
-            print("epoch stage phase          lr     loss  test%    params  ratio")
+            print("epoch stage phase          lr     loss  test%    params  ratio  keep%")
         print(text, flush=True)
 
     # ------------------------------------------------------------- entry points
