@@ -198,8 +198,10 @@ def parse_list(text: str | Sequence[str], what: str) -> list[str]:
 def backbone_config(base: RunConfig, arch: str, method: str, seed: int, epochs: int,
                     device: str | None = None) -> RunConfig:
     """``base`` (a given run's config) turned into a fixed-backbone train config."""
+    # the given run's initialisation, resolved (grow's auto is not train's): the
+    # backbones start as the grown net did
     values: dict[str, object] = {"command": "train", "arch": arch, "method": method,
-                                 "seed": seed, "epochs": epochs}
+                                 "seed": seed, "epochs": epochs, "init": base.initialisation}
     if device is not None:
         values["device"] = device
     # growth settings limit growth only; a fixed backbone has none

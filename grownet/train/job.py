@@ -182,7 +182,9 @@ class TrainJob:
         resumed = hasattr(self, "model")
         if not resumed:
             self._start()
-            self.run.write_config(self.resolved_config().to_toml())
+            # init resolved: a grow run's file reused for train starts the same way
+            self.run.write_config(self.resolved_config().replace(
+                init=self.cfg.initialisation).to_toml())
             self.run.save_stage(0, self.spec)
         if self.observer_factory is not None and self.dist.is_main:
             self.observer = self.observer_factory(self.run.path,
