@@ -112,6 +112,24 @@ def init_weights(model: GrowNet) -> None:
             nn.init.zeros_(m.bias)
 
 
+def he_init(model: GrowNet) -> None:
+    """He initialisation: Kaiming-normal (fan-in, ReLU gain) weights for every conv and
+    linear layer, zero biases, BN 1/0, so that a ReLU net's activations keep their scale
+    from layer to layer."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+#: ``build``'s initialisations (``--init``)
+INITS = ("default", "kaiming", "he")
+
+
 def build(spec: ArchSpec, init: str = "default") -> GrowNet:
     """The ``nn.Module`` for ``spec``.
 
@@ -120,14 +138,18 @@ def build(spec: ArchSpec, init: str = "default") -> GrowNet:
     spec
         The architecture.
     init
-        ``"default"``: PyTorch's layer defaults; ``"kaiming"``: :func:`init_weights`.
+        ``"default"``: PyTorch's layer defaults (Kaiming-uniform with ``a = sqrt(5)``,
+        the DST reference's); ``"kaiming"``: :func:`init_weights` (the DessiLBI growth
+        example's); ``"he"``: :func:`he_init`.
     """
     model = GrowNet(spec)
     if init == "kaiming":
         init_weights(model)
+    elif init == "he":
+        he_init(model)
     elif init != "default":
-        raise ValueError(f"unknown init {init!r}; use 'default' or 'kaiming'")
+        raise ValueError(f"unknown init {init!r}; use one of {', '.join(INITS)}")
     return model
 
 
-__all__ = ["GrowNet", "INPUT", "bn_name", "build", "init_weights"]
+__all__ = ["GrowNet", "INITS", "INPUT", "bn_name", "build", "he_init", "init_weights"]

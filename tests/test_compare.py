@@ -58,8 +58,9 @@ def world(tmp_path_factory) -> dict:
     for seed, path in ((0, g0), (1, g1)):
         assert _main("grow", *GROW, "--seed", str(seed), "--out", str(path))[0] == 0
     epochs = max(_rows(g0), _rows(g1))
-    # what compare derives for lenet5/sgd/seed 0: the first run's config as a train job
-    rc, _, _ = _main("train", "--config", str(g0 / "config.toml"), "--arch", "lenet5",
+    # what compare derives for lenet5/sgd/seed 0: grownet train's own recipe on the first
+    # run's data, batches and validation split
+    rc, _, _ = _main("train", "--data", "digits", "--val-frac", "0.1", "--arch", "lenet5",
                      "--method", "sgd", "--seed", "0", "--epochs", str(epochs),
                      "--out", str(t0), "--quiet")
     assert rc == 0
@@ -117,9 +118,14 @@ def test_backbone_jobs_use_the_given_runs_data_epochs_and_seeds(world) -> None:
         assert (cfg.command, cfg.arch, cfg.method, cfg.seed) == ("train", arch, "sgd",
                                                                   int(seed))
         assert cfg.epochs == world["epochs"] == _rows(world["out"] / "backbones" / name)
-        for key in ("data", "data_root", "batch_size", "augment", "lr", "momentum",
-                    "weight_decay", "schedule", "warmup_epochs"):
+        for key in ("data", "data_root", "batch_size", "augment"):
             assert getattr(cfg, key) == getattr(base, key), key
+        assert cfg.validation == base.validation > 0  # the same training images
+        # the recipe grownet train gives every net, not the grown run's
+        own = RunConfig(command="train").resolved()
+        for key in ("lr", "momentum", "weight_decay", "schedule", "init", "lam_pace"):
+            assert getattr(cfg, key) == getattr(own, key), key
+        assert cfg.init != base.init  # the grown run's kaiming stays with growth
         assert cfg.warmup_epochs == -1 and cfg.warmup == 1.0
     lenet = world["csv"].set_index("model").loc["lenet5", "runs"].split(";")
     assert str(world["t0"]) in lenet

@@ -15,6 +15,7 @@ from grownet.errors import UserError
 from grownet.optim import (
     DessiLBI,
     lam_for_entry,
+    layer_lams,
     lbi_param_groups,
     nu_for_entry,
     typical_filter_norm,
@@ -675,3 +676,78 @@ def test_typical_filter_norm_is_median_row_norm():
     assert typical_filter_norm(model) == pytest.approx(float(rows.median()))
     with pytest.raises(UserError, match="no conv"):
         typical_filter_norm(nn.Sequential(nn.Linear(3, 2)))
+
+
+class _TwoScales(nn.Module):
+    """A conv with filters of norm ~3 and a hidden linear layer with rows of norm ~0.1
+    (LeNet-5's linear rows start near there), then a classifier."""
+
+    classifier_name = "head"
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(2, 5, 3, bias=False)
+        self.hidden = nn.Linear(6, 7, bias=False)
+        self.head = nn.Linear(7, 2)
+        with torch.no_grad():
+            for layer, norm in ((self.conv, 3.0), (self.hidden, 0.1)):
+                w = layer.weight.double()
+                rows = w.flatten(1).norm(dim=1)
+                # distinct row norms spread +-20 % around `norm`: an exact median row
+                scale = norm * torch.linspace(0.8, 1.2, w.shape[0], dtype=w.dtype)
+                layer.weight.copy_(w / rows.view(-1, *[1] * (w.ndim - 1))
+                                   * scale.view(-1, *[1] * (w.ndim - 1)))
+        self.double()
+
+
+@pytest.mark.parametrize("pace", ["layer", "unit"])
+def test_layer_pacing_enters_each_layers_typical_filter_at_the_target(pace):
+    """A13.7's separable quadratic from W_0 = W* (so the norms stay the initial ones):
+    with one λ per layer, the median filter of a layer of norm n enters at the target
+    step within 10 %, whatever n; one λ for a filter of norm 1 makes the small layer
+    enter ~10x later and the large one ~3x earlier."""
+    model = _TwoScales()
+    a, spe, epochs = 0.1, 40, 3.0
+    opt = DessiLBI.for_model(model, spe, lr=a, entry_epochs=epochs, nu=100.0, pace=pace,
+                             momentum=0.0)
+    coupled = {"conv": model.conv.weight, "hidden": model.hidden.weight}
+    targets = {k: w.detach().clone() for k, w in coupled.items()}
+    entered = {k: None for k in coupled}
+    target_step = epochs * spe
+    for k in range(1, int(12 * target_step)):
+        for name, w in coupled.items():
+            w.grad = w.detach() - targets[name]  # 1/2 ||W - W*||^2, W* = W_0
+        opt.step()
+        for name, w in coupled.items():
+            median_row = w.shape[0] // 2  # row norms ascend: the middle one is the median
+            if entered[name] is None and opt.support(w)[median_row]:
+                entered[name] = k
+        if all(v is not None for v in entered.values()):
+            break
+    if pace == "layer":
+        lams = {g["names"][0]: g["lam"] for g in opt.param_groups if g["structure"] != "none"}
+        assert lams["conv.weight"] == pytest.approx(30 * lams["hidden.weight"], rel=1e-6)
+        for name, step in entered.items():
+            assert abs(step - target_step) <= 0.1 * target_step, (name, step)
+    else:
+        assert entered["conv"] < target_step / 2
+        assert entered["hidden"] is None or entered["hidden"] > 5 * target_step
+
+
+def test_layer_lams_follow_the_lr_schedule_and_check_groups():
+    model = _TwoScales()
+    groups = lbi_param_groups(model, per_layer=True)
+    assert [g["structure"] for g in groups] == ["filter", "filter", "none"]
+    assert [g["names"] for g in groups[:2]] == [["conv.weight"], ["hidden.weight"]]
+    layer_lams(groups, path_lr=12.0, nu=100.0)
+    median = float(model.hidden.weight.detach().norm(dim=1).median())
+    assert groups[1]["lam"] == pytest.approx(median * 12.0 / 100.0)
+    assert "lam" not in groups[2]
+    element = lbi_param_groups(model, hidden_linear="element", per_layer=True)
+    layer_lams(element, path_lr=12.0, nu=100.0)  # element groups: the median |W_ij|
+    assert element[1]["lam"] == pytest.approx(
+        float(model.hidden.weight.detach().abs().flatten().median()) * 0.12)
+    with pytest.raises(UserError, match="per_layer=True"):
+        layer_lams(lbi_param_groups(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3),
+                                                  nn.Linear(2, 2))), 1.0, 1.0)

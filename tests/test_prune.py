@@ -408,7 +408,7 @@ def test_cli_ticket_from_an_earlier_stage(grown: Path, ckpt: dict, tmp_path: Pat
 
 
 @pytest.mark.parametrize("argv, match", [
-    ([], "one of the arguments --epoch --percent is required"),
+    ([], "one of the arguments --epoch --keep --params --percent is required"),
     (["--epoch", "3", "--percent", "50"], "not allowed with argument"),
     (["--epoch", "999"], "recorded epochs"),
     (["--percent", "150"], r"\[0, 100\)"),

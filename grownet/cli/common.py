@@ -32,8 +32,11 @@ TRAINING_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--kappa", "kappa", float, "DessiLBI kappa (default 1)"),
     ("--nu", "nu", float, "DessiLBI nu (default 100)"),
     ("--lam", "lam", float, "DessiLBI lambda; 0 paces it from --entry-epochs (default)"),
-    ("--entry-epochs", "entry_epochs", float, "epochs after which a filter of norm 1 "
-     "enters Γ's support; paces lambda (default 3)"),
+    ("--entry-epochs", "entry_epochs", float, "epochs after which a typical filter enters "
+     "Γ's support; paces lambda (default 3)"),
+    ("--init", "init", str, "initialisation of a fresh net, the same for every method: "
+     "default (PyTorch's; train's default), kaiming (fan-out normal convs, N(0, 0.01) "
+     "linears; grow's default) or he (fan-in normal, every layer)"),
     ("--schedule", "schedule", str, "lr schedule: cosine (default), step, constant"),
     ("--warmup-epochs", "warmup_epochs", float, "linear lr warm-up at the start "
      "(default: 1 for train, 0 for grow)"),

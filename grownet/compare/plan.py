@@ -209,16 +209,28 @@ def parse_list(text: str | Sequence[str], what: str) -> list[str]:
     return out
 
 
+#: what a backbone shares with the given run: its data, its batches, where it ran
+SHARED_KEYS = ("data", "data_root", "batch_size", "augment", "device", "compile")
+
+
 def backbone_config(base: RunConfig, arch: str, method: str, seed: int, epochs: int,
-                    device: str | None = None) -> RunConfig:
-    """``base`` (a given run's config) turned into a fixed-backbone train config."""
-    # the same training images as the given run: its validation split stays held out
+                    device: str | None = None, own_recipe: bool = True) -> RunConfig:
+    """A fixed-backbone train config on ``base``'s data (a given run's config): its
+    data, batches and validation split (the same training images), ``epochs`` and
+    ``seed``. ``own_recipe``: the recipe ``grownet train`` gives every net (its
+    defaults: initialisation, lr, schedule, ...), so a backbone trains with a recipe good
+    for it, not with the grown run's; else (the grown run's own plain alternatives)
+    the given run's recipe, resolved."""
     values: dict[str, object] = {"command": "train", "arch": arch, "method": method,
                                  "seed": seed, "epochs": epochs, "val_frac": base.validation}
     if device is not None:
         values["device"] = device
-    # growth settings limit growth only; a fixed backbone has none
-    return base.replace(growth={}).updated(values, "grownet compare")
+    if own_recipe:
+        shared = {k: getattr(base, k) for k in SHARED_KEYS}
+        made = RunConfig(command="train").updated({**shared, **values}, "grownet compare")
+    else:  # growth settings limit growth only; a fixed net has none
+        made = base.resolved().replace(growth={}).updated(values, "grownet compare")
+    return made.resolved()  # as the run records it, so a finished one is found again
 
 
 def make_plan(given: Sequence[GivenRun], backbones: Sequence[str], methods: Sequence[str],
@@ -310,7 +322,7 @@ def _decide_baseline(kind: str, run: GivenRun, out: Path, device: str | None) ->
     digest = hashlib.sha256(text.encode()).hexdigest()[:10]
     arch = out / "specs" / f"{kind}-seed{run.seed}-{digest}.json"
     cfg = backbone_config(run.cfg, str(arch.resolve()), run.method, run.seed, run.epochs,
-                          device)
+                          device, own_recipe=False)
     name = f"{kind}({_arch_name(run.cfg.start)})"
     return _decide(cfg, [], out, name=name, folder=f"{kind}-{run.method}-seed{run.seed}",
                    spec=spec)

@@ -291,9 +291,8 @@ def make_loaders(
     if len(ds.x_test) == 0:
         raise UserError(f"{ds.name}: the test split holds no samples; use a dataset with a "
                         "test split")
-    test = DeviceLoader(ds.x_test, ds.y_test, test_batch_size or batch_size, shuffle=False,
-                        augment="none", device=device, seed=seed, rank=rank,
-                        world_size=world_size)
+    test = eval_loader(ds.x_test, ds.y_test, test_batch_size or batch_size, device, rank,
+                       world_size)
     return train, test
 
 
@@ -303,5 +302,13 @@ def make_val_loader(ds: Dataset, batch_size: int, device: str | torch.device = "
     ``None`` when it has none (see :meth:`Dataset.hold_out`)."""
     if ds.x_val is None:
         return None
-    return DeviceLoader(ds.x_val, ds.y_val, batch_size, shuffle=False, augment="none",
-                        device=device, rank=rank, world_size=world_size)
+    return eval_loader(ds.x_val, ds.y_val, batch_size, device, rank, world_size)
+
+
+def eval_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1
+                ) -> DeviceLoader:
+    """A loader for evaluation (a test or validation split): stored order, no
+    augmentation; sharded like :func:`make_loaders`' loaders."""
+    return DeviceLoader(x, y, batch_size, shuffle=False, augment="none", device=device,
+                        seed=0, rank=rank, world_size=world_size)

@@ -99,12 +99,18 @@ def sparsity_loss(model: nn.Module, alpha: float) -> Tensor:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) \
             or not math.isfinite(alpha) or alpha < 0:
         raise UserError(f"sparsity_loss: alpha must be a finite number >= 0, got {alpha!r}")
+    return alpha * threshold_penalty(model)
+
+
+def threshold_penalty(model: nn.Module) -> Tensor:
+    """``sum_layers sum_o exp(-t_o)`` over the masked layers: the regulariser without
+    its ``alpha`` (a 0-dim tensor on the thresholds' device, no host sync)."""
     total: Tensor | None = None
     for m in masked_layers(model).values():
         term = torch.exp(-m.threshold).sum()
         total = term if total is None else total + term.to(total.device)
     assert total is not None  # masked_layers() raises on an empty model
-    return alpha * total
+    return total
 
 
 def masks(model: nn.Module) -> dict[str, Tensor]:
@@ -120,6 +126,18 @@ def _kept_counts(model: nn.Module) -> tuple[list[str], list[int], list[int]]:
     dev = counts[0].device
     kept = torch.stack([c.to(dev) for c in counts]).tolist()
     return list(layers), kept, [m.weight.numel() for m in layers.values()]
+
+
+def kept_counts(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """``{layer: (kept weights, weights)}`` per masked layer (one host sync)."""
+    names, kept, total = _kept_counts(model)
+    return {n: (int(k), t) for n, k, t in zip(names, kept, total)}
+
+
+def weighted_keep_of(counts: dict[str, tuple[int, int]]) -> float:
+    """Kept weights over all weights of the layers in ``counts`` (from
+    :func:`kept_counts`): the keep ratio of the net, each layer weighted by its size."""
+    return sum(k for k, _ in counts.values()) / sum(t for _, t in counts.values())
 
 
 def keep_ratios(model: nn.Module) -> dict[str, float]:
@@ -151,5 +169,5 @@ def kept_filters(model: nn.Module) -> dict[str, Tensor]:
     return out
 
 
-__all__ = ["convert", "keep_ratios", "kept_filters", "masked_layers", "masks",
-           "overall_sparsity", "sparsity_loss"]
+__all__ = ["convert", "keep_ratios", "kept_counts", "kept_filters", "masked_layers", "masks",
+           "overall_sparsity", "sparsity_loss", "threshold_penalty", "weighted_keep_of"]

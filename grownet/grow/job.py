@@ -70,7 +70,7 @@ class GrowJob(TrainJob):
         return self.grower.stage
 
     def resolved_config(self) -> RunConfig:
-        return self.cfg.replace(growth=self.policy.to_config(), val_frac=self.cfg.validation)
+        return self.cfg.resolved().replace(growth=self.policy.to_config())
 
     def on_start(self) -> None:
         pass  # the grow phase ends at a stop decision, not after a number of epochs

@@ -26,7 +26,7 @@ def _classifier(model: nn.Module, modules: dict[str, nn.Module]) -> nn.Module | 
 
 
 def lbi_param_groups(
-    model: nn.Module, hidden_linear: str = "filter"
+    model: nn.Module, hidden_linear: str = "filter", per_layer: bool = False
 ) -> list[dict[str, Any]]:
     """Split a model's parameters into the DessiLBI groups that growth needs.
 
@@ -51,6 +51,10 @@ def lbi_param_groups(
     hidden_linear
         ``"filter"`` (default, neuron-wise groups) or ``"element"`` (plain lasso,
         as the reference code does for every 2-D weight).
+    per_layer
+        One parameter group per coupled weight (each can then carry its own ``lam``,
+        see :func:`~grownet.optim.layer_lams`) instead of one per structure; the
+        plain group stays last.
 
     Returns
     -------
@@ -79,7 +83,26 @@ def lbi_param_groups(
         grp = groups.setdefault(st, {"params": [], "names": [], "structure": st})
         grp["params"].append(p)
         grp["names"].append(name)
-    return [groups[s] for s in STRUCTURES if s in groups]
+    ordered = [groups[s] for s in STRUCTURES if s in groups]
+    if not per_layer:
+        return ordered
+    split = []
+    for grp in ordered:
+        if grp["structure"] == "none":
+            split.append(grp)
+            continue
+        split += [{"params": [p], "names": [n], "structure": grp["structure"]}
+                  for p, n in zip(grp["params"], grp["names"])]
+    return split
+
+
+def group_norms(p: torch.Tensor, structure: str) -> torch.Tensor:
+    """The norm of every sparsity group of ``p``: row norms ``||W[o]||`` for
+    ``"filter"``, ``|W_ij|`` for ``"element"`` (float32, on ``p``'s device)."""
+    w = p.detach().float()
+    if structure == "filter" and w.ndim > 1:
+        return torch.linalg.vector_norm(w.flatten(1), dim=1)
+    return w.abs().flatten()
 
 
 def typical_filter_norm(model: nn.Module) -> float:
@@ -90,7 +113,7 @@ def typical_filter_norm(model: nn.Module) -> float:
     initialisation and pass the result to :func:`nu_for_entry`.
     """
     norms = [
-        torch.linalg.vector_norm(p.detach().flatten(1).float(), dim=1).cpu()
+        group_norms(p, "filter").cpu()
         for g in lbi_param_groups(model)
         if g["structure"] == "filter"
         for p in g["params"]

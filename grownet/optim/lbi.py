@@ -123,27 +123,55 @@ class DessiLBI(CoupledUpdate, SupportReadout, torch.optim.Optimizer):
         entry_epochs: float = 3.0,
         nu: float = 100.0,
         lam: float | None = None,
+        pace: str = "unit",
+        hidden_linear: str = "filter",
+        path_lr: float | None = None,
         **kwargs: Any,
     ) -> DessiLBI:
         """A DessiLBI for ``model`` with growth's groups and its λ paced to the data.
 
         The defaults are ``grownet grow``'s: ``lr`` 0.1, ``nu`` 100, momentum 0.9, and
-        λ chosen so that a filter of norm 1 enters Γ's support after ``entry_epochs``
-        epochs of ``steps_per_epoch`` steps (:func:`~grownet.optim.lam_for_entry`);
-        pass ``lam`` to fix it instead. Groups: :func:`~grownet.optim.lbi_param_groups`.
+        one λ chosen so that a filter of norm 1 enters Γ's support after
+        ``entry_epochs`` epochs of ``steps_per_epoch`` steps
+        (:func:`~grownet.optim.lam_for_entry`); pass ``lam`` to fix it instead. Groups:
+        :func:`~grownet.optim.lbi_param_groups`.
+
+        Parameters
+        ----------
+        pace
+            ``"unit"``: one λ, for a filter of norm 1 (above). ``"layer"``: one group
+            and one λ per coupled layer, so that a typical filter of *that* layer (the
+            median of its initial norms) enters after ``entry_epochs``
+            (:func:`~grownet.optim.layer_lams`); call it on the freshly initialised model.
+        hidden_linear
+            ``"filter"`` (neuron-wise groups) or ``"element"`` for hidden linear layers.
+        path_lr
+            ``"layer"`` pacing: the sum of the step sizes until entry, when the lr is not
+            constant (a schedule, a warm-up); default ``lr * entry_epochs *
+            steps_per_epoch``.
 
         Examples
         --------
         >>> opt = DessiLBI.for_model(model, steps_per_epoch=len(train_loader))  # doctest: +SKIP
         """
         from grownet.optim.groups import lbi_param_groups
-        from grownet.optim.pacing import lam_for_entry
+        from grownet.optim.pacing import lam_for_entry, layer_lams
 
+        if pace not in ("unit", "layer"):
+            raise UserError(f"DessiLBI.for_model: pace={pace!r} is invalid; use 'unit' or "
+                            "'layer'")
+        if pace == "layer" and lam is None:
+            groups = lbi_param_groups(model, hidden_linear, per_layer=True)
+            reach = path_lr if path_lr is not None else lr * entry_epochs * steps_per_epoch
+            layer_lams(groups, reach, nu)
+            # the defaults' λ (never used by a coupled group) is the norm-1 pace
+            lam = lam_for_entry(entry_epochs, steps_per_epoch, lr, nu)
+            return cls(groups, lr=lr, nu=nu, lam=lam, **kwargs)
         if lam is None:
             # Paced for a filter of norm 1, not the init's typical norm: a wide net's small
             # init would otherwise get a tiny λ, and every filter would enter at once.
             lam = lam_for_entry(entry_epochs, steps_per_epoch, lr, nu, typical_norm=1.0)
-        return cls(lbi_param_groups(model), lr=lr, nu=nu, lam=lam, **kwargs)
+        return cls(lbi_param_groups(model, hidden_linear), lr=lr, nu=nu, lam=lam, **kwargs)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

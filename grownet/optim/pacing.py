@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from grownet.errors import UserError
 
 
@@ -79,3 +81,52 @@ def lam_for_entry(
     ))
     k_star = float(target_epoch) * float(steps_per_epoch)
     return float(lr) * float(typical_norm) * k_star / float(nu)
+
+
+def layer_lams(groups: list[dict[str, Any]], path_lr: float, nu: float,
+               skip: set[str] | frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """Give every coupled group its own ``lam``: the one that makes a *typical* group
+    of that layer (the median of its initial group norms) enter after the steps whose
+    step sizes sum to ``path_lr``.
+
+    While ``Γ_g = 0`` and ``W_g`` is roughly constant, ``||V_g||`` grows by
+    ``a_k ||W_g|| / ν`` per step, so the group enters once ``Σ a_k ||W_g|| / ν > λ``
+    (ALGORITHMS A5, with a varying step size): ``λ = median ||W_g|| · path_lr / ν``.
+    With a constant ``lr``, ``path_lr = lr · steps`` and this is :func:`lam_for_entry`
+    with each layer's own typical norm. Pacing one λ for a filter of norm 1 instead lets
+    layers of small initial norm (LeNet-5's linear rows start at 0.1–0.2) enter far
+    later than the convs, so an early ticket cuts them to a unit or two.
+
+    Parameters
+    ----------
+    groups
+        Parameter groups as :func:`~grownet.optim.lbi_param_groups` returns them with
+        ``per_layer=True`` (one coupled tensor per group); changed in place.
+    path_lr
+        Sum of the step sizes ``a_k`` over the steps before a typical group should enter.
+    nu
+        The optimizer's ``nu``.
+    skip
+        Names of coupled parameters whose group keeps its ``lam`` (re-pacing an
+        optimizer's groups, ``opt.param_groups``, layers that have begun to enter).
+
+    Returns
+    -------
+    list of dict
+        ``groups``, each coupled group with ``lam`` set (plain groups untouched).
+    """
+    _check_positive("layer_lams", (("path_lr", path_lr), ("nu", nu)))
+    from grownet.optim.groups import group_norms
+
+    for group in groups:
+        if group["structure"] == "none" or group.get("names", [None])[0] in skip:
+            continue
+        if len(group["params"]) != 1:
+            raise UserError("layer_lams: a coupled group holds several tensors; build the "
+                            "groups with lbi_param_groups(model, per_layer=True)")
+        norm = float(group_norms(group["params"][0], group["structure"]).median())
+        if not norm > 0:
+            raise UserError(f"layer_lams: the weights of {group.get('names', ['?'])[0]} are "
+                            "all zero; initialise the model before pacing λ")
+        group["lam"] = norm * float(path_lr) / float(nu)
+    return groups

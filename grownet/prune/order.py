@@ -22,7 +22,7 @@ from grownet.path import NEVER_EPOCH, SupportTracker
 from grownet.prune.slimming import Selection, constrain
 from grownet.spec import ArchSpec
 
-__all__ = ["by_percent", "entry_epochs", "prune_orders", "tracker_state"]
+__all__ = ["by_percent", "entry_epochs", "entry_steps", "prune_orders", "tracker_state"]
 
 
 def tracker_state(source: SupportTracker | Mapping[str, Any]) -> dict[str, Any]:
@@ -56,8 +56,25 @@ def entry_epochs(state: Mapping[str, Any], spec: ArchSpec) -> dict[str, Tensor]:
         Long tensors shaped ``(out,)``, on the CPU; element layers take the earliest
         entry in each row.
     """
+    return _row_entries(state, spec, "entry_epoch", NEVER_EPOCH)
+
+
+def entry_steps(state: Mapping[str, Any], spec: ArchSpec) -> dict[str, Tensor]:
+    """``{layer: optimizer steps after which each filter first entered the support}``
+    (``-1`` = never; element layers: the row's earliest element). The tracker stamps
+    every step, so this is the support's history at the finest grain: the filters that
+    had entered by step ``s`` are those with ``0 <= entry <= s``."""
+    never = torch.iinfo(torch.long).max
+    return {k: torch.where(v == never, torch.full_like(v, -1), v)
+            for k, v in _row_entries(state, spec, "entry_step", never).items()}
+
+
+def _row_entries(state: Mapping[str, Any], spec: ArchSpec, key: str, never: int
+                 ) -> dict[str, Tensor]:
+    """Per layer of ``spec`` and output row: the tracker's ``key`` (entry step or epoch),
+    ``never`` for a row that never entered."""
     by_id = {s.id: s for s in spec.shapes()}
-    flat = state["entry_epoch"].detach().cpu().long()
+    flat = state[key].detach().cpu().long()
     out, off = {}, 0
     for name, shape in zip(state["layers"], state["shapes"]):
         n = int(np.prod(shape))
@@ -69,7 +86,7 @@ def entry_epochs(state: Mapping[str, Any], spec: ArchSpec) -> dict[str, Tensor]:
                             "model; use the checkpoint's tracker with the final model")
         ee = flat[off:off + n].view(shape)
         off += n
-        ee = torch.where(ee < 0, torch.full_like(ee, NEVER_EPOCH), ee)
+        ee = torch.where(ee < 0, torch.full_like(ee, never), ee)
         out[name] = ee if ee.ndim == 1 else ee.flatten(1).amin(1)
     return out
 

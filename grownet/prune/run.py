@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 from grownet.cost import count, human
 from grownet.errors import UserError
 from grownet.nets import GrowNet, build
-from grownet.prune.order import by_percent
+from grownet.prune.choose import choose
 from grownet.prune.slimming import Selection, slim_network
-from grownet.prune.tickets import ticket
+from grownet.prune.tickets import check_layers
 from grownet.runs import RunConfig, RunDir, atomic_write_text, load_final_model
 from grownet.runs.config import read_toml, toml_value
 from grownet.spec import ArchSpec
@@ -128,11 +128,18 @@ class PruneArgs:
     retrain_epochs: int = 0
     retrain_from: str = "current"
     seed: int | None = None
+    keep: float | None = None
+    params: int | None = None
+    layers: str = "all"
+    force: bool = False
 
     def checked(self) -> PruneArgs:
-        if (self.epoch is None) == (self.percent is None):
-            raise UserError("give exactly one of --epoch (a winning ticket) or --percent "
-                            "(prune by order)")
+        if sum(x is not None for x in (self.epoch, self.percent, self.keep,
+                                       self.params)) != 1:
+            raise UserError("give exactly one of --epoch (a winning ticket), --keep or "
+                            "--params (a ticket of that size) or --percent (prune by "
+                            "order)")
+        check_layers(self.layers)
         if self.percent is not None and not 0 <= self.percent < 100:
             raise UserError(f"--percent {self.percent:g}: must lie in [0, 100) (100 would "
                             "drop every filter; each layer keeps at least its best one)")
@@ -178,12 +185,15 @@ class _Slimmed:
     data: Any
     acc_full: float
     acc_before: float
+    how: dict[str, Any]  # how the filters were chosen (the prune event's keys)
+    what: str
 
 
 def prune_run(run_dir: str | Path, out: str | Path | None = None, epoch: int | None = None,
               percent: float | None = None, retrain_epochs: int = 0,
               retrain_from: str = "current", seed: int | None = None,
-              quiet: bool = False) -> PruneResult:
+              quiet: bool = False, *, keep: float | None = None, params: int | None = None,
+              layers: str = "all", force: bool = False) -> PruneResult:
     """Prune a finished run's final network and write the result as a new run directory.
 
     Parameters
@@ -194,10 +204,12 @@ def prune_run(run_dir: str | Path, out: str | Path | None = None, epoch: int | N
     out
         The new run directory (default ``runs/prune-<timestamp>``); must not exist or be
         empty. It is locked while the prune runs.
-    epoch, percent
-        Exactly one: the winning ticket of ``epoch`` (:func:`grownet.prune.ticket`), or
+    epoch, percent, keep, params
+        Exactly one: the winning ticket of ``epoch`` (:func:`grownet.prune.ticket`);
         prune-by-order of ``percent`` % per layer (:func:`grownet.prune.by_percent`),
-        ``0 <= percent < 100``.
+        ``0 <= percent < 100``; or the ticket at the first step where Γ's support
+        reaches ``keep`` (a share of the net's params) or ``params`` params
+        (:func:`grownet.prune.ticket_of_size`).
     retrain_epochs
         Retrain the slimmed net this many epochs with SGD (the run's data, batch size,
         lr, momentum, weight decay), into ``out/retrain``; 0: no retraining.
@@ -208,6 +220,12 @@ def prune_run(run_dir: str | Path, out: str | Path | None = None, epoch: int | N
         Seed of the retraining (default: the run's).
     quiet
         Print nothing.
+    layers
+        Tickets: ``"all"`` tracked layers are cut, or ``"conv"`` only (hidden linear
+        layers keep every unit, as the reference lottery code does).
+    force
+        Cut a ticket that leaves a layer fewer than 2 units (warned on stderr); without
+        it such a ticket is refused.
 
     Returns
     -------
@@ -222,10 +240,10 @@ def prune_run(run_dir: str | Path, out: str | Path | None = None, epoch: int | N
     is a ``train`` run directory. A killed prune is continued by :func:`resume_prune`
     (``grownet resume OUT``).
     """
-    args = PruneArgs(str(run_dir), epoch, percent, retrain_epochs, retrain_from,
-                     seed).checked()
+    args = PruneArgs(str(run_dir), epoch, percent, retrain_epochs, retrain_from, seed,
+                     keep, params, layers, force).checked()
     RunDir.check_new(out)  # before any work; create checks again, under the lock
-    work = _slim(args)
+    work = _slim(args, quiet)
     dest = RunDir.create(out, "prune")
     try:
         return _write(dest, args, work, quiet)
@@ -245,12 +263,12 @@ def resume_prune(out: str | Path, quiet: bool = False) -> PruneResult:
     try:
         dest.tidy()
         args = PruneArgs.from_toml(dest.prune_plan)
-        return _write(dest, args, _slim(args), quiet)
+        return _write(dest, args, _slim(args, quiet), quiet)
     finally:
         dest.release()
 
 
-def _slim(args: PruneArgs) -> _Slimmed:
+def _slim(args: PruneArgs, quiet: bool = False) -> _Slimmed:
     """Read the source run, choose the filters, slim, evaluate (nothing written)."""
     run = RunDir.open(args.source)
     cfg = run.config()
@@ -259,10 +277,7 @@ def _slim(args: PruneArgs) -> _Slimmed:
     if not tracker:
         raise UserError(f"{run.path} has no Γ support (it was trained with --method "
                         f"{cfg.method}); prune needs a grow or --method dessilbi run")
-    if args.epoch is not None:
-        keep = ticket(tracker, int(args.epoch), spec, run.stage_specs(), model=model)
-    else:
-        keep = by_percent(model, tracker, args.percent)
+    keep, how, what = choose(args, run, spec, model, tracker, quiet)
     initial = (_initial_model(run, spec) if args.retrain_epochs
                and args.retrain_from == "init" else None)
     new_spec, new_model = slim_network(spec, model, keep)
@@ -276,7 +291,7 @@ def _slim(args: PruneArgs) -> _Slimmed:
     acc_full = evaluate(model.to(device), test, device).acc
     acc_before = evaluate(new_model.to(device), test, device).acc
     return _Slimmed(run, cfg, spec, keep, new_spec, new_model, initial,
-                    prune_table(spec, new_spec, keep), data, acc_full, acc_before)
+                    prune_table(spec, new_spec, keep), data, acc_full, acc_before, how, what)
 
 
 def _write(dest: RunDir, args: PruneArgs, work: _Slimmed, quiet: bool) -> PruneResult:
@@ -284,9 +299,7 @@ def _write(dest: RunDir, args: PruneArgs, work: _Slimmed, quiet: bool) -> PruneR
     retrain; ``final/model.safetensors`` comes after ``prune.csv`` and the event."""
     atomic_write_text(dest.prune_plan, args.to_toml())
     atomic_write_text(dest.prune_table, work.table.to_csv(index=False))
-    source = str(work.run.path)
-    how = ({"ticket_epoch": int(args.epoch)} if args.epoch is not None
-           else {"percent": float(args.percent)})
+    source, how, what = str(work.run.path), work.how, work.what
     kinds = {e.get("kind") for e in dest.events()}
     if "prune" not in kinds:
         before, after = count(work.spec), count(work.new_spec)
@@ -301,8 +314,6 @@ def _write(dest: RunDir, args: PruneArgs, work: _Slimmed, quiet: bool) -> PruneR
                     extra={"test_acc": f"{work.acc_before:.6f}", "source": source,
                            **{k: str(v) for k, v in how.items()}})
     say = (lambda text: None) if quiet else (lambda text: print(text, flush=True))
-    what = (f"ticket of epoch {args.epoch}" if args.epoch is not None
-            else f"prune by order, {args.percent}%")
     say(f"{source}: {what}\n{format_table(work.table)}")
     say(f"test accuracy: full {work.acc_full * 100:.2f}%, slimmed without retraining "
         f"{work.acc_before * 100:.2f}%")

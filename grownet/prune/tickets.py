@@ -24,7 +24,7 @@ from grownet.prune.slimming import Selection, constrain
 from grownet.spec import ArchSpec, SpecError
 from grownet.surgery import FRESH, plan
 
-__all__ = ["channel_maps", "recorded_epochs", "support_at", "ticket"]
+__all__ = ["TICKET_LAYERS", "channel_maps", "recorded_epochs", "support_at", "ticket"]
 
 HistorySource = SupportTracker | Mapping[str, Any] | Sequence[Mapping[str, Any]]
 
@@ -138,9 +138,25 @@ def _as_specs(final_spec: ArchSpec, stage_specs: Sequence[Any] | None) -> list[A
     return specs
 
 
+#: which layers a ticket cuts: every tracked layer, or convs only (the reference lottery
+#: code's: linear layers keep all their units)
+TICKET_LAYERS = ("all", "conv")
+
+
+def check_layers(layers: str) -> None:
+    if layers not in TICKET_LAYERS:
+        raise UserError(f"layers must be one of {', '.join(TICKET_LAYERS)}, got {layers!r}")
+
+
+def cut_here(s: Any, tracked: set[str], layers: str) -> bool:
+    """Whether a ticket cuts layer ``s`` (a LayerShape): tracked, not the classifier,
+    and a conv when ``layers`` is ``"conv"``."""
+    return s.role != "head" and s.id in tracked and (layers == "all" or s.kind == "conv")
+
+
 def ticket(history_or_tracker: HistorySource, epoch: int, final_spec: ArchSpec,
-           stage_specs: Sequence[Any] | None = None, model: GrowNet | None = None
-           ) -> Selection:
+           stage_specs: Sequence[Any] | None = None, model: GrowNet | None = None,
+           layers: str = "all") -> Selection:
     """The filters in Γ's support at the end of ``epoch``, as a keep for ``final_spec``.
 
     Parameters
@@ -159,6 +175,9 @@ def ticket(history_or_tracker: HistorySource, epoch: int, final_spec: ArchSpec,
     model
         The final model; with the tracker's state its weights give the prune order
         that picks the filter a layer with nothing selected keeps.
+    layers
+        ``"all"`` (default): every tracked layer is cut; ``"conv"``: conv layers only,
+        hidden linear layers keep every unit (the reference lottery procedure).
 
     Returns
     -------
@@ -175,6 +194,7 @@ def ticket(history_or_tracker: HistorySource, epoch: int, final_spec: ArchSpec,
         ``epoch`` was not recorded (the message lists the recorded epochs), or the
         record matches none of the stage specs.
     """
+    check_layers(layers)
     records = _records(history_or_tracker)
     support = support_at(records, int(epoch))
     specs = _as_specs(final_spec, stage_specs)
@@ -182,7 +202,7 @@ def ticket(history_or_tracker: HistorySource, epoch: int, final_spec: ArchSpec,
     tracked = {name for rec in records for name in rec["layers"]}
     keep: dict[str, Tensor] = {}
     for s in final_spec.shapes():
-        if s.role == "head" or s.id not in tracked:
+        if not cut_here(s, tracked, layers):
             continue
         m = maps[s.id]
         selected = torch.zeros(s.out_ch, dtype=torch.bool)

@@ -19,7 +19,8 @@ SCALARS = {
     "test_acc": "accuracy/test", "lr": "optim/lr", "params": "cost/params",
     "macs": "cost/macs_per_sample", "train_macs": "cost/training_macs",
     "mean_ratio": "path/mean_selection_ratio", "sparsity": "dst/sparsity",
-    "stage": "growth/stage",
+    "keep": "sparsity/keep", "keep_target": "dst/keep_target", "alpha": "dst/alpha",
+    "val_loss": "loss/val", "val_acc": "accuracy/val", "stage": "growth/stage",
 }
 
 

@@ -33,6 +33,9 @@ else:  # pragma: no cover - Python 3.10
 METHODS = ("sgd", "dessilbi", "dst")
 SCHEDULES = ("cosine", "step", "constant")
 AUGMENTS = ("auto", "none", "shift", "crop-flip")
+INITS = ("auto", "default", "kaiming", "he")  # auto + grownet.nets.INITS
+LAM_PACES = ("auto", "layer", "unit")
+HIDDEN_LINEAR = ("neuron", "element")
 GROWTH = "growth"  # the field that carries the growth settings (GrowthPolicy's fields)
 #: where each key was set: the flag as typed (``"--from"``) or a config file's path
 Names = Mapping[str, str]
@@ -59,6 +62,10 @@ class RunConfig:
     start: str = "seed"  # grow: the narrow start preset
     arch: str = "lenet5"  # train: the fixed backbone preset
     method: str = "dessilbi"  # train: sgd | dessilbi | dst (grow always uses dessilbi)
+    # how a fresh net is initialised, the same for every method (grownet.build's init);
+    # auto: PyTorch's default for train (measured best for SGD, DessiLBI and DST), the
+    # growth example's kaiming for grow (its growth policy is tuned on it)
+    init: str = "auto"
     # optimiser (DessiLBI; lr is also SGD's and DST's)
     lr: float = 0.1
     kappa: float = 1.0
@@ -66,8 +73,14 @@ class RunConfig:
     lam: float = 0.0  # 0: paced from entry_epochs (see docs/optim.md, path pacing)
     momentum: float = 0.9
     weight_decay: float = 0.0
-    entry_epochs: float = 3.0  # epochs after which a filter of norm 1 enters Γ
-    alpha: float = 5e-4  # DST sparsity strength
+    entry_epochs: float = 3.0  # epochs after which a typical filter enters Γ
+    # how λ is paced: "layer" (train): per layer, so that a typical filter of that layer
+    # (its median initial norm) enters at entry_epochs; "unit" (grow): one λ, for a
+    # filter of norm 1; "auto": layer for train, unit for grow
+    lam_pace: str = "auto"
+    hidden_linear: str = "neuron"  # DessiLBI groups of hidden linear layers (or element)
+    alpha: float = 5e-4  # DST sparsity strength (when keep is 0)
+    keep: float = 0.0  # DST: share of the masked weights kept at the end (0: fixed alpha)
     schedule: str = "cosine"  # lr schedule of train and of grow's fine-tuning
     # linear lr warm-up, per step, at the start of a run; -1: 1 epoch for train (a wide
     # fixed net can diverge in its first steps at lr 0.1), none for grow (the narrow start
@@ -85,6 +98,9 @@ class RunConfig:
             raise UserError(f"config key {GROWTH!r} must be a table of growth settings, "
                             f"got {self.growth!r}")
         check(self, RULES, names, [f for f in fields(self) if f.name != GROWTH])
+        if self.command == "grow" and self.lam_pace == "layer":
+            raise UserError(f"{self.describe('lam_pace', names)}: 'layer' pacing is for "
+                            "train; grow paces one λ for the whole net (use auto or unit)")
 
     # ------------------------------------------------------------------ checks
     def describe(self, key: str, names: Names | None = None) -> str:
@@ -100,6 +116,27 @@ class RunConfig:
             raise UserError(f"{self.describe('batch_size')}: the BatchNorm of layer "
                             f"{single} cannot train on a single sample; pass --batch-size "
                             "2 or more")
+
+    def resolved(self) -> RunConfig:
+        """This configuration with every ``auto`` / ``-1`` value replaced by the one in
+        force, as a run records it: a run derived from its file (a backbone from a grow
+        run's) starts the same way."""
+        return self.replace(val_frac=self.validation, init=self.initialisation,
+                            lam_pace=self.lam_pacing)
+
+    @property
+    def initialisation(self) -> str:
+        """``grownet.build``'s init in force (``init`` with auto resolved)."""
+        if self.init != "auto":
+            return self.init
+        return "default" if self.command == "train" else "kaiming"
+
+    @property
+    def lam_pacing(self) -> str:
+        """λ pacing in force (``lam_pace`` with auto resolved)."""
+        if self.lam_pace != "auto":
+            return self.lam_pace
+        return "layer" if self.command == "train" else "unit"
 
     @property
     def validation(self) -> float:
@@ -309,6 +346,7 @@ RULES: dict[str, Rule] = {key: Rule(flag, *rule) for key, flag, rule in (
     ("start", "--from", ("a preset, an arch.json or a run directory", lambda v: bool(v))),
     ("arch", "--arch", ("a preset or an arch.json", lambda v: bool(v))),
     ("method", "--method", choice(*METHODS)),
+    ("init", "--init", choice(*INITS)),
     ("lr", "--lr", positive()),
     ("kappa", "--kappa", positive()),
     ("nu", "--nu", positive()),
@@ -316,7 +354,11 @@ RULES: dict[str, Rule] = {key: Rule(flag, *rule) for key, flag, rule in (
     ("momentum", "--momentum", ("a number in [0, 1)", lambda v: 0 <= v < 1)),
     ("weight_decay", "--weight-decay", at_least(0, "a number")),
     ("entry_epochs", "--entry-epochs", positive()),
+    ("lam_pace", "--lam-pace", choice(*LAM_PACES)),
+    ("hidden_linear", "--hidden-linear", choice(*HIDDEN_LINEAR)),
     ("alpha", "--alpha", at_least(0, "a number")),
+    ("keep", "--keep", ("a number in (0, 1), or 0 for a fixed --alpha",
+                        lambda v: v == 0 or 0 < v < 1)),
     ("schedule", "--schedule", choice(*SCHEDULES)),
     ("warmup_epochs", "--warmup-epochs", ("a number >= 0 (or -1: 1 for train, 0 for grow)",
                                           lambda v: v >= 0 or v == -1)),

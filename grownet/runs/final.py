@@ -99,17 +99,22 @@ def final_metadata(run: str | Path) -> dict[str, str] | None:
     UserError
         The file is there but does not parse (truncated, foreign).
     """
+    path = Path(run) / FINAL_MODEL
+    return _metadata(path) if path.is_file() else None
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    """A weights file's metadata, its spec checked; a :class:`UserError` naming it when
+    it does not parse."""
     from safetensors import safe_open
 
-    path = Path(run) / FINAL_MODEL
-    if not path.is_file():
-        return None
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
         ArchSpec.from_json(meta["arch"])
     except Exception as err:  # safetensors, JSON and spec errors alike: the file is bad
         what = str(err).splitlines()[0] if str(err) else type(err).__name__
+        run = path.parent.parent
         raise UserError(f"{path} is damaged ({what}); run 'grownet resume {run}' to write "
                         "it again from the checkpoint") from None
     return meta
@@ -137,17 +142,25 @@ def final_test_acc(run: str | Path) -> float | None:
                         "number; run the job again") from None
 
 
-def load_final_model(run: str | Path) -> tuple[ArchSpec, torch.nn.Module]:
-    """The final model of a run, rebuilt from the spec stored in its safetensors file."""
+def load_final_model(run: str | Path, name: str = "final"
+                     ) -> tuple[ArchSpec, torch.nn.Module]:
+    """The final model of a run (or another it kept, e.g. DST's ``best``), rebuilt from
+    the spec stored in its safetensors file."""
     from safetensors.torch import load_file
 
     from grownet.nets import build
 
-    path = Path(run) / FINAL_MODEL
-    meta = final_metadata(run)
-    if meta is None:
-        raise UserError(f"{path} not found: the run has not finished; run "
-                        f"'grownet resume {run}' first")
+    path = Path(run) / name / "model.safetensors"
+    if name == "final":
+        meta = final_metadata(run)
+        if meta is None:
+            raise UserError(f"{path} not found: the run has not finished; run "
+                            f"'grownet resume {run}' first")
+    elif not path.is_file():
+        raise UserError(f"{path} not found: this run kept no {name!r} model (DST runs keep "
+                        "best/ and sparsest/ after their first epoch)")
+    else:
+        meta = _metadata(path)
     spec = ArchSpec.from_json(meta["arch"])
     model = build(spec)
     try:

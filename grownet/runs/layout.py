@@ -5,6 +5,7 @@ RUN/config.toml  metrics.csv  layers.csv  support.csv  keep.csv  events.jsonl  .
 RUN/stages/NNN/{arch.json, graph.graphml, graph.json, graph.png, model.safetensors}
 RUN/checkpoints/last.pt       RUN/init/model.safetensors
 RUN/final/{arch.json, model.safetensors}     (model.safetensors last: "finished")
+RUN/best/, RUN/sparsest/                      (DST: the most accurate and the sparsest models)
 RUN/prune.csv  prune.toml  retrain/          (a grownet prune output)
 ```
 
@@ -65,6 +66,11 @@ class RunLayout:
     def final_weights(self) -> Path:
         """``final/model.safetensors``: written last, at the very end of a run."""
         return self.path / _final.FINAL_MODEL
+
+    def model_weights(self, name: str) -> Path:
+        """``<name>/model.safetensors``: a model the run kept (``final``; DST's ``best``
+        and ``sparsest``), with its spec in the metadata."""
+        return self.path / name / "model.safetensors"
 
     @property
     def init_weights(self) -> Path:

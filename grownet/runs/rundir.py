@@ -355,6 +355,16 @@ class RunDir(RunLayout):
                    extra: dict[str, str] | None = None) -> Path:
         return _final.save_final(self.path, spec, model, extra)
 
+    def save_model(self, name: str, spec: ArchSpec, model: torch.nn.Module,
+                   extra: dict[str, str] | None = None) -> Path:
+        """Write ``<name>/arch.json`` and ``<name>/model.safetensors`` (atomically) for a
+        model the run keeps besides its final one (DST's ``best`` and ``sparsest``);
+        ``extra`` goes into the metadata next to the spec."""
+        weights = self.model_weights(name)
+        atomic_write_text(weights.parent / "arch.json", spec.to_json())
+        atomic_write_bytes(weights, _final.weights_bytes(spec, model, extra))
+        return weights.parent
+
     def save_initial(self, spec: ArchSpec, params: dict[str, torch.Tensor]) -> Path:
         """``init/model.safetensors``: each parameter's value when it was created (the
         lottery procedure retrains from it)."""
@@ -370,6 +380,6 @@ class FollowerRunDir(RunDir):
 
     write_config = append_row = log_event = truncate_logs = rewind = _skip
     save_stage = save_stage_graph = save_stage_weights = _skip
-    save_checkpoint = save_final = save_initial = _skip
+    save_checkpoint = save_final = save_initial = save_model = _skip
     release = discard = _skip
 

@@ -3,7 +3,8 @@
 Adaptation: VGG-like stages pool only while the map is at least 2x2 (a 28x28 input
 keeps 4 of VGG's 5 pools, an 8x8 input 3); LeNet-5 uses padding 2 on 28x28 (as the
 classic MNIST variant), no padding on 32x32, and 3x3 kernels on maps too small for
-5x5 ones.
+5x5 ones; ``lenet5-caffe`` (Caffe's LeNet: 20 and 50 filters of 5x5, 800 -> 500 ->
+classes on 28x28, as in the DST and lottery-ticket papers) pads only its 3x3 kernels.
 """
 
 from __future__ import annotations
@@ -68,6 +69,20 @@ def _lenet5(in_shape: tuple[int, ...], num_classes: int) -> ArchSpec:
                     readout="flatten", name="lenet5")
 
 
+def _lenet5_caffe(in_shape: tuple[int, ...], num_classes: int) -> ArchSpec:
+    # Caffe's LeNet (the DST and lottery-ticket papers' "LeNet-5"): 20@5x5 and 50@5x5
+    # convs without padding, each followed by a 2x2 max-pool, then 800 -> 500 -> classes
+    # on 28x28; padded 3x3 kernels on maps too small for 5x5 ones.
+    k, pad = (5, 0) if min(in_shape[1], in_shape[2]) >= 16 else (3, 1)
+    stages = (
+        Stage("s1", layers=(Layer("s1_l0", 20, kernel=k, padding=pad, bn=False),)),
+        Stage("s2", layers=(Layer("s2_l0", 50, kernel=k, padding=pad, bn=False),)),
+    )
+    hidden = (Layer("fc1", 500, kind="linear", bn=False),)
+    return ArchSpec("plain", in_shape, num_classes, stages=stages, hidden=hidden,
+                    readout="flatten", name="lenet5-caffe")
+
+
 def _seed(in_shape: tuple[int, ...], num_classes: int) -> ArchSpec:
     # One small conv per stage, two stages (one on inputs too small to pool twice), and a
     # flatten readout: small digit images need their spatial layout in the classifier.
@@ -98,6 +113,7 @@ def _mlp(in_shape: tuple[int, ...], num_classes: int) -> ArchSpec:
 def _builders() -> dict:
     table = {
         "lenet5": _lenet5,
+        "lenet5-caffe": _lenet5_caffe,
         "mlp-300-100": _mlp,
         "seed": _seed,
         "seed-strided": _seed_strided,

@@ -130,7 +130,7 @@ class TrainJob:
         """The configuration written to ``config.toml`` (a fixed net has no growth
         settings, even when its ``--config`` came from a grow run); the validation split
         it held out is written as a number, so a run derived from this file keeps it."""
-        return self.cfg.replace(growth={}, val_frac=self.cfg.validation)
+        return self.cfg.resolved().replace(growth={})
 
     def on_start(self) -> None:
         """After the model and optimizer exist, before the first epoch."""
@@ -228,16 +228,18 @@ class TrainJob:
             self.run.append_row(log.table, row)
         row = {"stage": self.stage, "epoch": pos.epoch, "step": pos.step, "phase": pos.phase,
                "lr": lr, "train_loss": tr.loss, "train_acc": tr.acc,
-               "val_loss": "" if va is None else va.loss, "val_acc": "" if va is None else va.acc,
+               # a run without a validation split has no val_* columns
+               **({} if va is None else {"val_loss": va.loss, "val_acc": va.acc}),
                "test_loss": te.loss, "test_acc": te.acc,
                "params": self.cost.params, "macs": self.cost.macs,
                **log.columns, "train_macs": self.compute.total, "time_s": round(pos.wall, 3)}
         self.run.append_row("metrics.csv", row)
+        self.method.epoch_end(self.run, row, self.spec, self.model)
         if self.observer:
             self.observer.scalars(row)
         self.say(f"{pos.epoch + 1:>4} {self.stage:>5} {pos.phase:<8} {lr:8.4f} "
                  f"{tr.loss:8.4f} {te.acc * 100:7.2f} {self.cost.params:>9,} "
-                 f"{row['mean_ratio']:6.2f}", header=pos.epoch == 0)
+                 f"{row['mean_ratio']:6.2f} {row['keep'] * 100:6.2f}", header=pos.epoch == 0)
         pos.epoch += 1
         self.after_epoch(log, va)
         self._checkpoint()
@@ -273,6 +275,7 @@ class TrainJob:
             "compute": self.compute.state_dict(),
             "initial": self.initial,
             "rng": rng_state(),
+            "method": self.method.state_dict(),
             **self.extra_state(),
         })
 
@@ -290,6 +293,7 @@ class TrainJob:
             self.optimizer.load_state_dict(state["optimizer"])
             if self.tracker:
                 self.tracker.load_state_dict(state["tracker"])
+            self.method.load_state_dict(state.get("method", {}))
             self.load_extra_state(state)
             set_rng_state(state["rng"])
         except (KeyError, TypeError, RuntimeError, ValueError) as err:
@@ -329,7 +333,7 @@ class TrainJob:
         if self.quiet:
             return
         if header:
-            print("epoch stage phase          lr     loss  test%    params  ratio")
+            print("epoch stage phase          lr     loss  test%    params  ratio  keep%")
         print(text, flush=True)
 
     # ------------------------------------------------------------- entry points

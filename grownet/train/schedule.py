@@ -24,3 +24,20 @@ def lr_at(cfg: RunConfig, phase: str, epoch: int, phase_start: int, phase_epochs
 def warmed_up(lr: float, step: int, warmup_steps: int) -> float:
     """``lr`` scaled linearly over the first ``warmup_steps`` steps of a run."""
     return lr * (step + 1) / warmup_steps if step < warmup_steps else lr
+
+
+def lr_sum(cfg: RunConfig, steps_per_epoch: int, epochs: float) -> float:
+    """The sum of the per-step learning rates of a ``train`` run over its first
+    ``epochs`` epochs (fractional allowed), warm-up included: how far DessiLBI's ``V``
+    moves per unit of ``||W - Γ|| / ν`` in that time (λ's per-layer pacing uses it).
+    Epochs past the run's end count at the base ``cfg.lr``, as if it went on
+    unscheduled (an entry target beyond the run: a filter whose norm stayed at its
+    initial value would not enter in it)."""
+    steps = max(1, round(epochs * steps_per_epoch))
+    warmup_steps = round(cfg.warmup * steps_per_epoch)
+    total = 0.0
+    for step in range(steps):
+        epoch = step // steps_per_epoch
+        lr = lr_at(cfg, "train", epoch, 0, cfg.epochs) if epoch < cfg.epochs else cfg.lr
+        total += warmed_up(lr, step, warmup_steps)
+    return total
