@@ -38,7 +38,8 @@ pytest.importorskip("onnxruntime", reason="the export extra: pip install 'growne
 
 IN_SHAPE = (1, 8, 8)  # real 8x8 digits
 GROW = {"data": "digits", "epochs": 6, "entry_epochs": 1.0, "batch_size": 64, "seed": 0,
-        "growth": {"finetune_epochs": 2, "epochs_per_stage": 1, "tau": 0.5, "max_stages": 3}}
+        "growth": {"finetune_epochs": 2, "epochs_per_stage": 1, "tau": 0.5, "max_stages": 3,
+                   "mature_epochs": 1}}
 # DST settings that remove whole units within 3-4 epochs (measured: fc1 300 -> 216,
 # s2_l0 16 -> 9), so loading a DST stage exercises folding and removal both.
 DST = {"mlp-300-100": {"alpha": 5e-3, "lr": 0.1, "epochs": 3},

@@ -215,28 +215,39 @@ def test_grower_state_round_trip():
     assert other.state_dict() == state
 
 
+def _epoch(grower, epoch: int, steps: int = 2) -> None:
+    """An epoch of ``steps`` optimizer steps (no gradients: nothing moves but the
+    tracker's step count), then its end."""
+    for _ in range(steps):
+        grower.optimizer.step()
+    grower.tracker.end_epoch(epoch)
+
+
 def test_young_filters_keep_their_layer_pending_until_they_mature():
     """A widened layer is not judged on filters that have not had their time to enter:
     the check waits (neither growth nor a reason to stop) and comes back when they
-    mature, while layers whose filters are all old are judged as usual."""
+    have, while layers whose filters have all had their time are judged as usual."""
     spec, model, opt, grower = _setup(mature_epochs=3, stop_patience=1)
-    for epoch in (0, 1):
-        grower.tracker.end_epoch(epoch)
-    _select(model, opt, "s2_l0", 8)  # saturated
-    _select(model, opt, "s1_l0", 4)  # 0.5: room left
-    event = grower.step(1)
+    _epoch(grower, 0)
+    _epoch(grower, 1)
+    _select(model, opt, "s2_l0", 8)  # all 8 enter in epoch 2: used, saturated
+    _select(model, opt, "s1_l0", 4)  # 4 of 8: the other 4 never enter
+    _epoch(grower, 2)  # step 6: every start filter has had its 3 epochs
+    judged = grower.judge()
+    assert judged["s2_l0"].ratio == 1.0 and judged["s1_l0"].ratio == 0.5
+    event = grower.step(2)
     assert event.kind == "grow" and event.spec.widths()["s2_l0"] == 16
     births = grower.tracker.birth_epochs("s2_l0")
-    assert births[:8].tolist() == [0] * 8 and births[8:].tolist() == [2] * 8
-    for epoch in (2, 3):
-        grower.tracker.end_epoch(epoch)
-    # epoch 3: the new filters have trained 2 epochs, are out of Γ's support: s2 waits
-    # (were it judged, 8 of 16 would read as a layer with room), s1 still has room
+    assert births[:8].tolist() == [0] * 8 and births[8:].tolist() == [3] * 8
+    _epoch(grower, 3)
+    _epoch(grower, 4)
+    # epoch 4: the 8 new filters have trained 2 epochs, out of Γ's support: s2 waits
+    # (were it judged, 8 of 16 would read as a layer with room); s1 still has room
     judged = grower.judge()
     assert judged["s2_l0"].pending and judged["s2_l0"].ratio == 1.0
     assert not judged["s1_l0"].pending and judged["s1_l0"].ratio == 0.5
-    assert grower.step(3) is None and not grower.done  # not a stop: s2 is pending
-    assert grower.next_check == 2 + 3 - 1 and grower.due(4)  # when they have had 3 epochs
-    grower.tracker.end_epoch(4)
-    event = grower.step(4)  # now judged: 8 of 16 selected, nothing saturated
+    assert grower.step(4) is None and not grower.done  # not a stop: s2 is pending
+    assert grower.next_check == 5 and grower.due(5)  # when they have had 3 epochs
+    _epoch(grower, 5)
+    event = grower.step(5)  # now judged: 8 of 16 used, nothing saturated
     assert event is not None and event.kind == "stop" and "Γ" in event.reason

@@ -66,3 +66,17 @@ def test_grown_net_beats_the_uniform_widening_at_the_same_macs(runs):
     grown, flat = runs
     assert abs(flat.macs - grown.macs) <= MACS_TOLERANCE * grown.macs
     assert grown.test_acc > flat.test_acc + 0.04  # measured: +7 to +14 points, 3 seeds
+
+
+def test_wide_start_does_not_grow(tmp_path):
+    """A start far wider than the task needs (the teacher's second layer is 24 wide;
+    this one's is 64): too few of its filters enter Γ's support at any check."""
+    spec = _net(16, 64)
+    path = tmp_path / "wide.json"
+    path.write_text(spec.to_json())
+    cfg = RunConfig(start=str(path), epochs=6, batch_size=64, seed=0, entry_epochs=3.0,
+                    growth={"epochs_per_stage": 2, "finetune_epochs": 2, "max_width": 128})
+    with contextlib.redirect_stdout(io.StringIO()):
+        result = GrowJob.start(cfg, tmp_path / "wide", dataset=_teacher_task(), quiet=True)
+    kinds = [e["kind"] for e in result.events]
+    assert kinds == ["stop"] and result.spec == spec

@@ -36,7 +36,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 # (so the timeline has a layer that does not exist at first).
 GROW = ["grow", "--data", "digits", "--epochs", "6", "--epochs-per-stage", "2",
         "--depth-patience", "1", "--tau", "0.5", "--entry-epochs", "1",
-        "--finetune-epochs", "2", "--max-stages", "2", "--macs-step", "4", "--quiet"]
+        "--finetune-epochs", "2", "--max-stages", "2", "--macs-step", "20", "--mature-epochs", "1",
+        "--quiet"]
 SGD = ["train", "--data", "digits", "--arch", "mlp-300-100", "--method", "sgd",
        "--epochs", "2", "--quiet"]
 DST = ["train", "--data", "digits", "--arch", "lenet5", "--method", "dst", "--epochs", "2",

@@ -14,8 +14,9 @@ from grownet.grow.job import start_job
 from grownet.runs import RunConfig
 from grownet.train.runtime import Runtime
 
-CFG = {"data": "digits", "epochs": 3, "batch_size": 128, "entry_epochs": 1.0, "seed": 0,
-       "device": "cpu", "growth": {"epochs_per_stage": 1, "max_stages": 2, "finetune_epochs": 1}}
+CFG = {"data": "digits", "epochs": 4, "batch_size": 128, "entry_epochs": 1.0, "seed": 0,
+       "device": "cpu", "growth": {"epochs_per_stage": 1, "max_stages": 2, "finetune_epochs": 1,
+                                   "mature_epochs": 1}}
 
 
 def _start(tmp_path: Path) -> str:

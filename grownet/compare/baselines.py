@@ -40,24 +40,39 @@ def with_widths(spec: ArchSpec, widths: dict[str, int]) -> ArchSpec:
 
 
 def scaled_to(spec: ArchSpec, base: dict[str, float], macs: int) -> ArchSpec:
-    """``spec`` with widths ``α · base`` (rounded), ``α`` chosen by bisection so that
-    its MACs come closest to ``macs``."""
-    def build(alpha: float) -> ArchSpec:
-        return with_widths(spec, {k: max(1, round(alpha * v)) for k, v in base.items()})
+    """``spec`` with widths ``α · base``, ``α`` chosen by bisection so that its MACs come
+    closest to ``macs``; then each width rounded down or up (one filter at most) where
+    that brings the MACs closer (small nets move in large steps per filter)."""
+    def at(alpha: float) -> int:
+        return count(with_widths(spec, {k: max(1, round(alpha * v))
+                                        for k, v in base.items()})).macs
 
     lo, hi = 1e-3, 1.0
-    while count(build(hi)).macs < macs:  # MACs grow with α: find an upper bracket
+    while at(hi) < macs:  # MACs grow with α: find an upper bracket
         hi *= 2
         if hi > 1e4:
             raise UserError(f"cannot scale {spec.name!r} to {macs:,} MACs")
-    best = build(hi)
     for _ in range(40):
         mid = math.sqrt(lo * hi)
-        cand = build(mid)
-        if abs(count(cand).macs - macs) < abs(count(best).macs - macs):
-            best = cand
-        lo, hi = (mid, hi) if count(cand).macs < macs else (lo, mid)
+        lo, hi = (mid, hi) if at(mid) < macs else (lo, mid)
+    widths = {k: max(1, math.floor(hi * v)) for k, v in base.items()}
+    best = with_widths(spec, widths)
+    # bump single widths up by one, cheapest first, while that gets closer to ``macs``
+    for _ in range(4 * len(widths)):
+        bumps = []
+        for k, w in widths.items():
+            try:
+                bumps.append(with_widths(spec, {**widths, k: w + 1}))
+            except SpecError:  # e.g. an option-A stream may not get narrower downstream
+                continue
+        if not bumps:
+            break
+        step = min(bumps, key=lambda b: count(b).macs)
+        if abs(count(step).macs - macs) >= abs(count(best).macs - macs):
+            break
+        best, widths = step, {k: _units(step)[k] for k in widths}
     return best
+
 
 
 def uniform(start: ArchSpec, macs: int) -> ArchSpec:

@@ -20,7 +20,6 @@ every rank enacts the same one (``decider`` and ``share`` of :class:`Grower`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -208,8 +207,8 @@ class Grower:
         if not full:
             why = (f"waiting for young filters of {', '.join(pending)}" if pending else
                    f"no layer saturated ({calm} of {pol.stop_patience} checks)")
-            # young filters: check again as soon as the first of those units matures
-            ready = [judged[u].newest + math.ceil(pol.mature_epochs) - 1 for u in pending]
+            # young filters: check again as soon as the first of those units is ready
+            ready = [judged[u].ready for u in pending]
             return Decision(epoch, "wait", why, [], _cost(self.spec), dict(self.streak),
                             calm=calm, flat=flat, best=best,
                             next_check=min(ready) if ready else -1)

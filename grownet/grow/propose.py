@@ -60,7 +60,7 @@ class Judged:
 
     ratio: float | None
     pending: bool
-    newest: int = -1  # birth epoch of its youngest waiting filter
+    ready: int = -1  # the epoch at whose end its waiting filters have had their time
 
     @staticmethod
     def of(unit: Unit, census: dict[str, Census]) -> Judged:
@@ -68,7 +68,7 @@ class Judged:
         members = [census[m] for m in unit.members if m in census]
         ratios = [c.ratio for c in members if c.ratio is not None]
         return Judged(max(ratios) if ratios else None, any(c.waiting for c in members),
-                      max((c.newest for c in members), default=-1))
+                      max((c.ready for c in members), default=-1))
 
 
 def saturated(units: list[Unit], judged: dict[str, Judged], policy: GrowthPolicy

@@ -9,7 +9,8 @@ records the epoch's support, so tickets can later be cut from the support at any
 epoch. Nothing synchronises with the device until a caller reads a result.
 """
 
+from grownet.path.census import Census
 from grownet.path.layout import NEVER_EPOCH
-from grownet.path.tracker import Census, SupportTracker
+from grownet.path.tracker import SupportTracker
 
 __all__ = ["NEVER_EPOCH", "Census", "SupportTracker"]

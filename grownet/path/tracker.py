@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -10,39 +9,14 @@ from torch import Tensor
 
 from grownet.errors import UserError
 from grownet.optim import DessiLBI
+from grownet.path.census import GrowthReadout
 from grownet.path.layout import LayerSlot, layer_name, view
 from grownet.path.readers import HistoryReadout
 
 _STATE_VERSION = 2
 
 
-@dataclass(frozen=True)
-class Census:
-    """A layer's groups at one moment: ``selected`` (in Γ's support), and the others
-    split by age into ``waiting`` (younger than the maturity asked for: not yet had the
-    time the paced path gives a group to enter) and ``passed`` (old enough, still out).
-
-    :attr:`ratio` is the selection ratio among the groups that had their time:
-    ``selected / (selected + passed)``, so groups that growth just added do not dilute
-    it; ``None`` when no group had its time. ``newest``: the birth epoch of the youngest
-    waiting group (-1 when none waits)."""
-
-    selected: int
-    waiting: int
-    passed: int
-    newest: int = -1
-
-    @property
-    def total(self) -> int:
-        return self.selected + self.waiting + self.passed
-
-    @property
-    def ratio(self) -> float | None:
-        judged = self.selected + self.passed
-        return self.selected / judged if judged else None
-
-
-class SupportTracker(HistoryReadout):
+class SupportTracker(GrowthReadout, HistoryReadout):
     """Γ's support per layer of a :class:`~grownet.optim.DessiLBI` run, kept on the device.
 
     Layers are the optimizer's coupled parameters (groups with ``structure``
@@ -113,7 +87,7 @@ class SupportTracker(HistoryReadout):
                 n = 1
                 for s in shape:
                     n *= s
-                layers.append(LayerSlot(name, p, group["structure"], shape, offset, n))
+                layers.append(LayerSlot(name, p, group["structure"], shape, offset, n, group))
                 offset += n
         if not layers:
             raise UserError(
@@ -343,29 +317,6 @@ class SupportTracker(HistoryReadout):
     def entry_epochs(self, layer: str) -> Tensor:
         """Entry epoch per group of ``layer`` (``-1`` = never), on the device."""
         return view(self._entry_epoch, self._layer(layer)).clone()
-
-    def census(self, mature_epochs: float = 0.0) -> dict[str, Census]:
-        """Each layer's groups now: selected, waiting (younger than ``mature_epochs``
-        epochs and out of the support) and passed (older, still out); one device sync.
-
-        A group's age is the number of epochs it has trained (it is born in the epoch
-        after the growth step that created it; the start's groups in epoch 0)."""
-        self._refresh(stamp=True)
-        young = (self._next_epoch - self._birth) < mature_epochs
-        sup = self._support
-        waiting = ~sup & young
-        born = torch.where(waiting, self._birth, -1)
-        rows = []
-        for lay in self._layers:
-            s = slice(lay.offset, lay.offset + lay.numel)
-            rows += [sup[s].sum(), waiting[s].sum(), born[s].max()]
-        counts = torch.stack(rows).tolist()
-        out = {}
-        for i, lay in enumerate(self._layers):
-            sel, wait, newest = counts[3 * i: 3 * i + 3]
-            out[lay.name] = Census(int(sel), int(wait), int(lay.numel - sel - wait),
-                                   int(newest))
-        return out
 
     def birth_epochs(self, layer: str) -> Tensor:
         """The first epoch each group of ``layer`` trained in (0 for the start's)."""

@@ -62,9 +62,10 @@ class RunConfig:
     start: str = "seed"  # grow: the narrow start preset
     arch: str = "lenet5"  # train: the fixed backbone preset
     method: str = "dessilbi"  # train: sgd | dessilbi | dst (grow always uses dessilbi)
-    # how a fresh net is initialised, the same for every method (grownet.build's init);
-    # auto: PyTorch's default for train (measured best for SGD, DessiLBI and DST), the
-    # growth example's kaiming for grow (its growth policy is tuned on it)
+    # how a fresh net is initialised, the same for every method and for growth
+    # (grownet.build's init); auto: PyTorch's default (measured best for SGD, DessiLBI and
+    # DST; and every conv filter starts at the same norm, about 0.58, whatever its
+    # width, so Γ's support tells growth which layers grew their filters)
     init: str = "auto"
     # optimiser (DessiLBI; lr is also SGD's and DST's)
     lr: float = 0.1
@@ -127,9 +128,7 @@ class RunConfig:
     @property
     def initialisation(self) -> str:
         """``grownet.build``'s init in force (``init`` with auto resolved)."""
-        if self.init != "auto":
-            return self.init
-        return "default" if self.command == "train" else "kaiming"
+        return "default" if self.init == "auto" else self.init
 
     @property
     def lam_pacing(self) -> str:
