@@ -4,6 +4,7 @@ tickets of a size (``--keep`` / ``--params``)."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -190,7 +191,8 @@ def test_cli_ticket_of_a_size(lbi_run: Path, tracker: dict, tmp_path: Path, caps
     metrics = pd.read_csv(lbi_run / "metrics.csv")
     done = event["ticket_epochs_done"]
     steps = [0, *metrics["step"]]
-    e = int(done) if done < len(metrics) else len(metrics) - 1
+    # done = e + share of epoch e (0-based): a step at the very end of epoch e gives e + 1
+    e = min(max(math.ceil(done) - 1, 0), len(metrics) - 1)
     assert steps[e] < event["ticket_step"] <= steps[e + 1]  # it fell in that epoch
     assert f"step {event['ticket_step']}" in text
     rc = main(["prune", str(lbi_run), "--params", str(10 * full), "--out",

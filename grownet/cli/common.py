@@ -26,7 +26,7 @@ TRAINING_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
      "decisions (default 0.1 for grow, 0 for train); the test split only reports"),
     ("--augment", "augment", str, "auto (default: shift for MNIST-like data, crop-flip for "
      "CIFAR), none, shift, crop-flip"),
-    ("--lr", "lr", float, "step size a (default 0.1)"),
+    ("--lr", "lr", float, "step size a (default 0.05)"),
     ("--momentum", "momentum", float, "momentum (default 0.9)"),
     ("--weight-decay", "weight_decay", float, "weight decay (default 0)"),
     ("--kappa", "kappa", float, "DessiLBI kappa (default 1)"),

@@ -57,12 +57,16 @@ def scaled_to(spec: ArchSpec, base: dict[str, float], macs: int) -> ArchSpec:
         lo, hi = (mid, hi) if at(mid) < macs else (lo, mid)
     widths = {k: max(1, math.floor(hi * v)) for k, v in base.items()}
     best = with_widths(spec, widths)
-    # bump single widths up by one, cheapest first, while that gets closer to ``macs``
-    for _ in range(4 * len(widths)):
+    # round single widths up instead (each at most once: the scaling stays uniform to a
+    # filter), cheapest first, while that gets closer to ``macs``
+    floors = dict(widths)
+    for _ in range(len(widths)):
         bumps = []
-        for k, w in widths.items():
+        for k in widths:
+            if widths[k] > floors[k]:
+                continue
             try:
-                bumps.append(with_widths(spec, {**widths, k: w + 1}))
+                bumps.append(with_widths(spec, {**widths, k: floors[k] + 1}))
             except SpecError:  # e.g. an option-A stream may not get narrower downstream
                 continue
         if not bumps:
