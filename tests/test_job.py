@@ -251,3 +251,19 @@ def test_inspect_prints_selected_counts_as_integers(grown, capsys):
     rows = capsys.readouterr().out.splitlines()[2:]
     selected = [line.split()[2] for line in rows if line.split()[:1] != ["head"] and line]
     assert selected and all(v.isdigit() for v in selected)  # "8", never "8.0"
+
+
+def test_a_budget_never_shortens_training(task, tiny_start, tmp_path):
+    """Growth that stops early (here at its MACs budget) hands its epochs to
+    fine-tuning: the run trains --epochs in all."""
+    start = gn.count(gn.ArchSpec.from_json(Path(tiny_start).read_text())).macs
+    cfg = RunConfig(data="digits", start=tiny_start, seed=0,
+                    **{**FAST, "growth": {**FAST["growth"], "max_macs": 2 * start}})
+    result = start_job(cfg, tmp_path / "budget", quiet=True, dataset=task)
+    stop = next(e for e in result.events if e["kind"] == "stop")
+    metrics = pd.read_csv(result.run.path / "metrics.csv")
+    assert len(metrics) == result.epochs == FAST["epochs"]
+    assert stop["epoch"] < FAST["epochs"] - FAST["growth"]["finetune_epochs"] - 1
+    finetune = metrics[metrics["phase"] == "finetune"]
+    assert list(finetune["epoch"]) == list(range(stop["epoch"] + 1, FAST["epochs"]))
+    assert result.macs <= 2 * start

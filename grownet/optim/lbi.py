@@ -119,7 +119,7 @@ class DessiLBI(CoupledUpdate, SupportReadout, torch.optim.Optimizer):
         model: torch.nn.Module,
         steps_per_epoch: int,
         *,
-        lr: float = 0.1,
+        lr: float = 0.05,
         entry_epochs: float = 3.0,
         nu: float = 100.0,
         lam: float | None = None,
@@ -130,7 +130,7 @@ class DessiLBI(CoupledUpdate, SupportReadout, torch.optim.Optimizer):
     ) -> DessiLBI:
         """A DessiLBI for ``model`` with growth's groups and its λ paced to the data.
 
-        The defaults are ``grownet grow``'s: ``lr`` 0.1, ``nu`` 100, momentum 0.9, and
+        The defaults are ``grownet grow``'s: ``lr`` 0.05, ``nu`` 100, momentum 0.9, and
         one λ chosen so that a filter of norm 1 enters Γ's support after
         ``entry_epochs`` epochs of ``steps_per_epoch`` steps
         (:func:`~grownet.optim.lam_for_entry`); pass ``lam`` to fix it instead. Groups:
