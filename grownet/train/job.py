@@ -39,7 +39,7 @@ from grownet.train.loop import (
 from grownet.train.methods import SGD, EpochLog, method_for
 from grownet.train.position import Position, start_spec
 from grownet.train.result import JobResult, summary
-from grownet.train.runtime import Runtime
+from grownet.train.runtime import Runtime, writer
 from grownet.train.schedule import lr_at, warmed_up
 
 
@@ -349,7 +349,7 @@ class TrainJob:
         try:
             job = cls(cfg, quiet=quiet, dataset=dataset, weights=weights, dist=ctx,
                       observer=observer, **kwargs)
-            job.run = run = _writer(ctx, lambda: RunDir.create(out, cfg.command))
+            job.run = run = writer(ctx, lambda: RunDir.create(out, cfg.command))
             return job.run_all()
         except UserError:
             if run is not None:
@@ -373,7 +373,7 @@ class TrainJob:
             # every check (the growth settings too) before the run is locked and cut back
             job = cls(cfg, quiet=quiet, dist=ctx, observer=observer,
                       **cls.resume_kwargs(opened))
-            job.run = run = _writer(ctx, lambda: RunDir.open_to_resume(path))
+            job.run = run = writer(ctx, lambda: RunDir.open_to_resume(path))
             state = run.resume_point()
             if state is not None:
                 job.restore(state)
@@ -388,20 +388,3 @@ class TrainJob:
         """What a resumed job of this kind needs besides the config (GrowJob: where its
         growth settings come from)."""
         return {}
-
-
-def _writer(ctx: DistContext, make: Callable[[], RunDir]) -> RunDir:
-    """Rank 0 makes the (locked) run directory; the others learn its path and never
-    write. A refusal on rank 0 stops every rank."""
-    if not ctx.enabled:
-        return make()
-    made: RunDir | UserError | None = None
-    if ctx.is_main:
-        try:
-            made = make()
-        except UserError as err:  # every rank must stop, not wait for a broadcast
-            made = err
-    shared = ctx.broadcast(made.path if isinstance(made, RunDir) else made)
-    if isinstance(shared, UserError):
-        raise shared
-    return made if ctx.is_main else RunDir.follower(shared)

@@ -9,10 +9,14 @@ surgery, the tracker and checkpoints see; ``net`` is what the training step call
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from grownet.dist import DistContext
+from grownet.errors import UserError
+from grownet.runs import RunDir
 
 
 class Runtime:
@@ -60,3 +64,20 @@ class Runtime:
     def reduce(self, totals: torch.Tensor) -> torch.Tensor:
         """Sum per-rank epoch totals (loss sum, correct, seen) over the ranks."""
         return self.dist.all_reduce_sum(totals)
+
+
+def writer(ctx: DistContext, make: Callable[[], RunDir]) -> RunDir:
+    """Rank 0 makes the (locked) run directory; the others learn its path and never
+    write. A refusal on rank 0 stops every rank."""
+    if not ctx.enabled:
+        return make()
+    made: RunDir | UserError | None = None
+    if ctx.is_main:
+        try:
+            made = make()
+        except UserError as err:  # every rank must stop, not wait for a broadcast
+            made = err
+    shared = ctx.broadcast(made.path if isinstance(made, RunDir) else made)
+    if isinstance(shared, UserError):
+        raise shared
+    return made if ctx.is_main else RunDir.follower(shared)
