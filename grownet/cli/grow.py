@@ -25,8 +25,10 @@ GROW_FLAGS = (
     ("--grow-ratio", "grow_ratio", float, "width factor at least (default 1.5)"),
     ("--mature-epochs", "mature_epochs", float, "epochs a filter trains before its layer "
      "is judged without it (default 3)"),
-    ("--stop-patience", "stop_patience", int, "checks with nothing saturated, or without a "
-     "better validation accuracy, before growth stops (default 2)"),
+    ("--stop-patience", "stop_patience", int, "checks with nothing saturated before growth "
+     "stops (default 2)"),
+    ("--val-patience", "val_patience", int, "checks without a better validation accuracy "
+     "before growth stops (default 3)"),
     ("--min-gain", "min_gain", float, "validation accuracy gain per check that counts as "
      "better (default 0.001)"),
     ("--macs-step", "macs_step", float, "MACs one check may add, times the net's (default "

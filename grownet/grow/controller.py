@@ -137,6 +137,7 @@ class Grower:
         self.calm = 0  # consecutive checks with no layer saturated
         self.flat = 0  # consecutive checks without a better validation score
         self.best: float | None = None  # the best validation score at a check
+        self.window: float | None = None  # the best score since the last check
 
     # ----------------------------------------------------------------- collect
     def ratios(self) -> dict[str, float]:
@@ -154,10 +155,14 @@ class Grower:
     # ----------------------------------------------------------------- the step
     def step(self, epoch: int, score: float | None = None) -> GrowthEvent | None:
         """Check (when due) and grow; see the policy's rules. ``score`` is this epoch's
-        validation accuracy, read by the stop rule (``None``: Γ and budgets alone)."""
+        validation accuracy (``None``: Γ and budgets alone): a check compares the best
+        score of the epochs since the previous check with the best of earlier ones (one
+        epoch's accuracy at a constant lr is too noisy to compare)."""
+        if score is not None:
+            self.window = score if self.window is None else max(self.window, score)
         if self.done or not self.due(epoch):
             return None
-        decision = self.decide(epoch, score) if self.decider else None
+        decision = self.decide(epoch, self.window) if self.decider else None
         if self.share is not None:
             decision = self.share(decision)
         if decision is None:
@@ -199,7 +204,7 @@ class Grower:
             return stop(f"growth epoch budget reached (max_epochs={pol.max_epochs})")
         if calm >= pol.stop_patience:
             return stop(f"Γ: no layer saturated at {calm} consecutive checks")
-        if flat >= pol.stop_patience:
+        if flat >= pol.val_patience:
             return stop(f"validation accuracy did not improve by {pol.min_gain} over "
                         f"{flat} consecutive checks (best {best:.4f})")
         if full and pol.max_stages is not None and self.stage + 1 >= pol.max_stages:
@@ -251,7 +256,7 @@ class Grower:
         """Enact a decision of :meth:`decide` (on every rank, the same one); ``None`` for
         a check that waits (no layer saturated, patience left)."""
         self.streak = dict(decision.streak)
-        self.last_check, self.calm = decision.epoch, decision.calm
+        self.last_check, self.calm, self.window = decision.epoch, decision.calm, None
         self.next_check = decision.next_check
         self.flat, self.best = decision.flat, decision.best
         if decision.kind == "wait":
@@ -293,6 +298,7 @@ class Grower:
                 "stop_reason": self.stop_reason, "streak": dict(self.streak),
                 "last_check": self.last_check, "next_check": self.next_check,
                 "calm": self.calm, "flat": self.flat,
+                "window": -1.0 if self.window is None else self.window,
                 "best": -1.0 if self.best is None else self.best}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -305,6 +311,7 @@ class Grower:
         self.next_check = int(state["next_check"])
         self.calm = int(state["calm"])
         self.flat = int(state["flat"])
+        self.window = None if state["window"] < 0 else float(state["window"])
         self.best = None if state["best"] < 0 else float(state["best"])
 
 

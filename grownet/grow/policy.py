@@ -28,8 +28,9 @@ Rules (ALGORITHMS.md A11, extended with depth):
   pooling.
 * **Stop** (what decides the size; the budgets are only caps): when Γ says no layer
   needs more (no layer saturated and none pending at ``stop_patience`` consecutive
-  checks), or when the validation accuracy (the run's held-out split) has not beaten
-  its best by ``min_gain`` at ``stop_patience`` consecutive checks; or at a budget
+  checks), or when the validation accuracy (the run's held-out split; at a check, the
+  best of the epochs since the previous one) has not beaten its best by ``min_gain`` at
+  ``val_patience`` consecutive checks; or at a budget
   (``max_stages`` architectures, the start included; ``max_epochs`` of growth). A
   check that finds nothing to grow and no reason to stop waits: the stage trains on.
 * **Fine-tune** ``finetune_epochs`` epochs after growth stops (the grow job).
@@ -76,6 +77,7 @@ class GrowthPolicy:
     depth: bool = True
     depth_patience: int = 2
     stop_patience: int = 2
+    val_patience: int = 3
     mature_epochs: float = 3.0
     min_gain: float = 0.001
     macs_step: float | None = 1.0
@@ -183,6 +185,7 @@ GROWTH_RULES: dict[str, Rule] = {key: Rule(flag, *rule) for key, flag, rule in (
     ("depth", "--no-depth", ("true or false", lambda v: True)),
     ("depth_patience", "--depth-patience", at_least(1)),
     ("stop_patience", "--stop-patience", at_least(1)),
+    ("val_patience", "--val-patience", at_least(1)),
     ("mature_epochs", "--mature-epochs", at_least(0, "a number")),
     ("min_gain", "--min-gain", ("a number in [0, 1)", lambda v: 0 <= v < 1)),
     ("macs_step", "--macs-step", ("a number > 0 (or left out: no limit per check)",
