@@ -109,6 +109,21 @@ def _check_out(out: str | Path | None) -> None:
                             "choose a new --out DIR")
 
 
+def _check_args(out: str | Path | None, ways: tuple, retrain_epochs: int, retrain_from: str,
+                layers: str) -> None:
+    """Every argument of :func:`prune_run` checked before any work."""
+    if sum(x is not None for x in ways) != 1:
+        raise UserError("give exactly one of epoch (a winning ticket), keep or params (a "
+                        "ticket of that size) or percent (prune by order)")
+    if retrain_from not in RETRAIN_FROM:
+        raise UserError(f"retrain_from must be 'current' or 'init', got {retrain_from!r}")
+    if isinstance(retrain_epochs, bool) or not isinstance(retrain_epochs, int) \
+            or retrain_epochs < 0:
+        raise UserError(f"retrain epochs must be an integer >= 0, got {retrain_epochs!r}")
+    check_layers(layers)
+    _check_out(out)
+
+
 def _initial_model(run: RunDir, spec: ArchSpec) -> GrowNet:
     """``build(spec)`` holding the run's ``init/model.safetensors`` (BN statistics fresh)."""
     from safetensors.torch import load_file
@@ -178,16 +193,7 @@ def prune_run(run_dir: str | Path, out: str | Path | None = None, epoch: int | N
     ``final/arch.json`` + ``final/model.safetensors`` of the slimmed, not retrained
     network; ``out/retrain`` is a ``train`` run directory.
     """
-    if sum(x is not None for x in (epoch, percent, keep, params)) != 1:
-        raise UserError("give exactly one of epoch (a winning ticket), keep or params (a "
-                        "ticket of that size) or percent (prune by order)")
-    if retrain_from not in RETRAIN_FROM:
-        raise UserError(f"retrain_from must be 'current' or 'init', got {retrain_from!r}")
-    if isinstance(retrain_epochs, bool) or not isinstance(retrain_epochs, int) \
-            or retrain_epochs < 0:
-        raise UserError(f"retrain epochs must be an integer >= 0, got {retrain_epochs!r}")
-    check_layers(layers)
-    _check_out(out)
+    _check_args(out, (epoch, percent, keep, params), retrain_epochs, retrain_from, layers)
     run = RunDir.open(run_dir)
     cfg = run.config()
     spec, model = load_final_model(run.path)
