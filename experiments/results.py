@@ -9,7 +9,12 @@ under ``--out`` is reused, so an interrupted regeneration continues):
 
 1. ``experiments/grow_mnist5k.py``: growth on mnist5k over seeds (grow, reset state,
    narrow start, final architecture from scratch).
-2. ``experiments/tickets_mnist5k.py``: tickets vs DST vs dense SGD on fixed backbones.
+2. Sparsity (``docs/results.md``'s "Sparsity paced to the run"):
+   ``experiments/init_mnist5k.py`` (one init for every method),
+   ``experiments/dst_mnist5k.py`` (DST ``--keep 0.05`` vs dense SGD),
+   ``experiments/tickets_mnist5k.py`` (tickets with λ paced per layer vs dense SGD) and,
+   with ``--mnist-root`` holding the MNIST IDX files, ``experiments/dst_mnist.py`` (the
+   DST paper's protocol on full MNIST).
 3. For mnist5k and digits: ``grownet grow`` per seed (mnist5k reuses step 1's runs),
    then ``grownet compare`` against fixed backbones, and ``grownet report`` of seed 0.
 4. With ``--data-root`` holding ``cifar-10-batches-py``: the same on CIFAR-10, growing
@@ -109,12 +114,35 @@ def _table_of(markdown: Path) -> str:
     return text.replace(f"{ROOT}/", "")
 
 
+def sparsity_steps(out: Path, seeds: list[str], mnist_root: Path | None) -> dict[str, str]:
+    """The sparsity experiments (one thread each, one after the other): their commands
+    and tables."""
+    found = {}
+    for key, script, extra in (
+            ("init", "init_mnist5k.py", ["--seeds", *seeds]),
+            ("dst5k", "dst_mnist5k.py", ["--seeds", *seeds, "--epochs", "60"]),
+            ("tickets", "tickets_mnist5k.py", ["--seeds", *seeds]),
+            ("mnist", "dst_mnist.py", ["--data-root", str(mnist_root)] if mnist_root
+             else None)):
+        if extra is None:
+            found[f"{key}_cmd"] = ("python experiments/dst_mnist.py --data-root DIR "
+                                   "--out runs/results/dst-mnist   # not run: no --mnist-root")
+            found[f"{key}_table"] = "(not run)"
+            continue
+        folder = out / key
+        found[f"{key}_cmd"] = sh([sys.executable, f"experiments/{script}", *extra, "--out",
+                                  str(folder)], done=folder / "results.md")
+        found[f"{key}_table"] = _table_of(folder / "results.md")
+    return found
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/results"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--data-root", type=Path, help="folder with cifar-10-batches-py")
+    ap.add_argument("--mnist-root", type=Path, help="folder with the four MNIST IDX files")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--page", type=Path, default=ROOT / "docs" / "results.md")
     args = ap.parse_args()
@@ -128,9 +156,7 @@ def main() -> None:
     grow_cmd = sh([sys.executable, "experiments/grow_mnist5k.py", "--seeds", *seeds,
                    "--out", str(out / "grow"), "--jobs", "1"],
                   done=out / "grow" / "results.md")
-    tickets_cmd = sh([sys.executable, "experiments/tickets_mnist5k.py", "--seeds", *seeds,
-                      "--epochs", "15", "--out", str(out / "tickets"), "--jobs", "1"],
-                     done=out / "tickets" / "results.md")
+    sparsity = sparsity_steps(out, seeds, args.mnist_root)
     mnist = compare_section("mnist5k", out, args.seeds, [],
                             [out / "grow" / f"grow-s{s}" for s in args.seeds])
     mnist["commands"] = grow_cmd + "\n" + mnist["commands"]
@@ -149,8 +175,7 @@ def main() -> None:
             page.append(NO_CIFAR)
             continue
         page.append(COMPARE.format(title=title, data=data, **section))
-    page.append(TICKETS.format(command=tickets_cmd,
-                               table=_table_of(out / "tickets" / "results.md")))
+    page.append(SPARSITY.format(**sparsity))
     args.page.write_text("\n".join(page), encoding="utf-8")
     print(f"wrote {args.page}")
 
@@ -213,19 +238,117 @@ section (grow from `vgg16-narrow`, 60 epochs, against vgg11, vgg16, resnet20 and
 resnet56).
 """
 
-TICKETS = """
-## Tickets, DST and dense SGD on fixed backbones (mnist5k)
+SPARSITY = """
+## Sparsity paced to the run (DST `--keep`, tickets with λ per layer, one init)
 
 ```
-{command}
+{init_cmd}
+{dst5k_cmd}
+{tickets_cmd}
+{mnist_cmd}
+python bench/dst_step.py
 ```
 
-Per arch and seed: `sgd` = dense SGD; `dst` = Dynamic Sparse Training (α = 5e-4, lr
-0.01), fully masked filters then removed; `ticket` = DessiLBI, the support of Γ at
-epoch 7 cut out physically (`grownet prune RUN --epoch 7`) and retrained from each
-kept filter's initial value (the lottery procedure; its epochs count both runs).
+Each script's docstring has its protocol; each run is a `grownet train` / `grow` /
+`prune` run directory under `--out`, trained on one thread (the machine was shared
+with other jobs, and for a few runs with another of these experiments, so wall times
+are indicative; `bench/dst_step.py` gives clean per-step ratios). Accuracies are the
+final model's test accuracy; nothing was chosen on the test set (the init choice
+below is made on a validation split, the tickets' entry pace on Γ's support size).
 
-{table}
+### One initialisation for every method
+
+Every run holds out 20 % of mnist5k's training images (`--val-fraction 0.2`) and is
+judged by its final validation accuracy (mean ± std over seeds 0, 1, 2; 20 epochs;
+`grow` with its defaults). "epochs to 90 %" is the first epoch reaching 90 %
+validation accuracy: how long the start stalls. 81 runs, 18 min of training.
+
+{init_table}
+
+PyTorch's default initialisation is the best or within noise of it for every
+training method and both recipes. The growth example's init (`kaiming`: N(0, 0.01)
+linears) stalls (8–16 epochs to 90 % where the default takes 3–7), leaves DST at
+5 % keep 2–4 points lower, and one DessiLBI LeNet-5 seed never left chance (10 %);
+`he` starts fastest but one LeNet-5 SGD seed ended at 75 % (lr 0.1). So `--init`
+defaults to `default` for `grownet train`, whatever the method. Growth is the
+exception: its policy is tuned on `kaiming` (98.38 ± 0.54 against 97.42 ± 2.03; with
+the default init one seed stopped growing after 9 epochs), so `--init auto` (the
+default) means `default` for `train` and `kaiming` for `grow`, and `grownet compare`
+trains its backbones with the given run's init.
+
+### DST paced to keep 5 % against dense SGD (mnist5k)
+
+The DST paper's recipe (SGD lr 0.01, momentum 0.9, batch 64, constant lr) for 60
+epochs (3,780 steps; at 20 epochs DST at 5 % was still 1.2 points behind on
+mlp-300-100, on the validation split above), the same for both. 12 runs, 4.5 min of training.
+
+{dst5k_table}
+
+Both within 1 point of dense SGD (−0.17 and −0.23), at 4.91–5.27 % of the masked
+layers' weights for a target of 5 %: the goal is met. (Measured before, in the issue:
+with a fixed α = 5e-4, LeNet-5 kept 55 % after 20 epochs, and 93.6 % with lr 0.1 and
+a cosine schedule.)
+
+### Tickets that survive retraining (mnist5k)
+
+The recipe of the issue (lr 0.05, 15 epochs, cosine, batch 128), dense SGD and the
+retraining from init (SGD, 15 epochs) alike; DessiLBI with λ paced per layer
+(`--entry-epochs 6.5` for LeNet-5, 7 for vgg16-narrow: the pace at which Γ's support
+at epoch 7 holds at most 30 % / 50 % of the params on seed 0; a count, no accuracy).
+`ticket-e7` is `grownet prune RUN --epoch 7`; `ticket-sizeK` is `grownet prune RUN
+--keep K` (the first step at which the support reaches K of the params, so a little
+more than K). 30 runs, 8 min of training.
+
+{tickets_table}
+
+- **LeNet-5, epoch 7**: retrained from init it matches dense SGD (97.23 ± 0.23
+  against 97.23 ± 0.42), but at 36.2 ± 6.2 % of the params (29.6, 37.1, 42.0 % per
+  seed): **the ≤ 30 % goal is met on seed 0 only.** Cause, measured: around epoch 7
+  the support grows by ~15 % of the params per epoch (seed 0: 15 %, 30 %, 50 % at
+  epochs 6, 7, 8), so one epoch is too coarse a knob to pin a size across seeds. A
+  ticket of a size is not: `--keep 0.3` gives 30.0–32.6 % of the params at
+  97.23 ± 0.57 %, within 1 point on every seed. (Before: λ paced for a filter of
+  norm 1, the same command kept 4.4 % of the params, fc2 cut to one neuron, and
+  retrained to 13.10 ± 5.37 %.) `--keep 0.25` was refused on seed 0 (s1_l0 would keep
+  1 of 6 filters) and gives 96.90 ± 0.71 on the other two.
+- **vgg16-narrow**: **the ≤ 50 % goal is missed by a little.** The epoch-7 ticket
+  (27.0 ± 2.5 % of the params) retrains to 95.63 ± 0.99, 2.0 points under dense
+  SGD; cause, measured: its thinnest layer is s3_l1, with 3, 3 and 4 of its 16
+  filters per seed (`prune.csv`), a bottleneck for everything after it. The ticket
+  of 40 % is 1.36 points under (s3_l1 still at 5, 5, 8); the ticket of 50 % lands
+  at 50.5–52.0 % of the params and 97.57 ± 0.12, within 0.06 points. (Before: λ
+  paced for norm 1 put 12 of 13 convs in the support by epoch 2, and the ticket kept
+  95 % of the params.)
+
+### DST on full MNIST with the paper's protocol
+
+SGD lr 0.01, momentum 0.9, batch 64, constant lr, no augmentation, 20 epochs, all
+60,000 training images, PyTorch's default init, every layer masked; one seed (the
+CPU budget). The published figures are those a reproduction reports (ALGORITHMS B6:
+the paper's own tables could not be retrieved). 6 runs, 28 min of training.
+
+{mnist_table}
+
+- **LeNet-300-100**: `--keep 0.025` keeps 2.57 % at 97.82 %, against 2.5 % at
+  97.9 %: 0.08 points and 0.07 points of keep from the reproduction. The paper's
+  fixed α = 5e-4 keeps 4.21 % (97.73 %) in the same 20 epochs; the reproduction's
+  2.5 % took 60.
+- **LeNet-5-Caffe**: **1.5 % is not reached.** The paper's α keeps 3.68 % at 99.09 %
+  (2.5x the reproduction's keep at its accuracy); `--keep 0.015` holds at 4.31 %
+  (99.11 %). Cause, measured (`keep.csv`): one α lifts every threshold at the same
+  rate, and fc1 (93 % of the weights, fan-in 800, the smallest weights) reaches the
+  pacer's guard margin (1.5 %, above DST's 1 % dead-layer guard) when the net is at
+  5 %, while conv2 keeps 26–28 % and the classifier 100 %; the pacer then stops
+  rather than push fc1 onto the guard. Without that margin (the first run of this
+  command) fc1 hit the guard, was reset to dense, α rose to its cap and the cycle
+  went on to the end (final 2.07 %, 98.86 %). The paper's α run, slower, shares the
+  sparsity differently (fc1 2.8 %, conv2 6.7 %, classifier 54 %) and its fc1 was
+  reset by the guard once too (epoch 18).
+- **Cost** (one thread): LeNet-300-100 0.6 min dense, 1.6 min DST paced (the α run's
+  3.1 min overlapped another job); LeNet-5-Caffe 7.3–8.1 min per run. Per step
+  (`bench/dst_step.py`, batch 64): DST costs 2.91x a dense SGD step on LeNet-300-100
+  (the masks are as much work as its tiny matmuls) and 1.29x on LeNet-5-Caffe; the
+  pacer adds 24 % and 6 % on top (it counts the masks every step).
 """
 
 

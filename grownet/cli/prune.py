@@ -29,8 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "prune", help="a winning ticket / slimmed net from a run, with optional retraining",
         description="Cut a run's final network down to the filters Γ selected by an epoch "
-        "(a winning ticket) or to the best (100-P)% by prune order, remove the rest "
-        "physically, and optionally retrain it with SGD.",
+        "or by the first step at which they reach a size (a winning ticket), or to the "
+        "best (100-P)% by prune order, remove the rest physically, and optionally "
+        "retrain it with SGD.",
         epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", metavar="RUN", help="a finished grow (or train --method dessilbi) "
                    "run directory")

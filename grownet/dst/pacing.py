@@ -12,7 +12,11 @@ step, on the device, from the measured keep ratio:
   ``s₁ = 0.75 S`` (the gradual-pruning schedule of Zhu & Gupta, 2017), then ``K``: the
   last quarter of the run trains at the target sparsity;
 * error ``e = ln(k / k*(s))``, ``k`` the weighted keep ratio of the masked layers (kept
-  weights over their weights) after this step's forward pass;
+  weights over their weights) after this step's forward pass, or, when smaller,
+  ``ln(k_min / 0.015)`` with ``k_min`` the lowest layer keep ratio: the pacer never
+  drives a layer onto the dead-layer guard (1 %), which would reset it to dense and,
+  with alpha then climbing, cycle (LeNet-5-Caffe's fc1, 93 % of its weights, does so
+  on the way to 1.5 % overall; the target is then missed, not cycled around);
 * ``ln(α/α₀) → I + P e``, ``I += e / τ`` each step (a PI controller in log α): the
   thresholds integrate α, so the proportional part damps and the integral part removes
   the offset against the task gradient, which pushes thresholds back down. Because the
@@ -38,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from grownet.dst.convert import masked_layers, threshold_penalty
+from grownet.dst.layers import DEAD_RATIO
 from grownet.errors import UserError
 
 #: the target falls from 1 to K between these shares of the run (then it holds K)
@@ -55,6 +60,8 @@ BELOW = 4.0
 #: ln(α/α₀) changes by at most this per step: the thresholds answer α through the
 #: momentum buffer, about 1/(1 - m) = 10 steps late, so a faster α overshoots
 SLEW = 0.1
+#: the pacer keeps every layer's keep ratio above this multiple of the guard's 1 %
+GUARD_MARGIN = 1.5
 #: ln(α/α₀) stays within [-LOG_MIN, LOG_MAX]: α at most ~400 α₀
 LOG_MIN = 12.0
 LOG_MAX = 6.0
@@ -71,11 +78,17 @@ def keep_target(step: int, total_steps: int, keep: float) -> float:
 def weighted_keep(model: nn.Module) -> Tensor:
     """Kept weights / weights over all masked layers, as a 0-dim device tensor (no sync);
     the masks are the ones the next forward pass uses."""
-    layers = masked_layers(model).values()
+    return _keeps(model)[0]
+
+
+def _keeps(model: nn.Module) -> tuple[Tensor, Tensor]:
+    """The weighted keep ratio and the lowest keep ratio of a layer (device tensors)."""
+    layers = list(masked_layers(model).values())
     kept = [m.mask().sum() for m in layers]
     dev = kept[0].device
-    total = sum(m.weight.numel() for m in layers)
-    return torch.stack([k.to(dev) for k in kept]).sum().double() / total
+    kept_t = torch.stack([k.to(dev) for k in kept]).double()
+    sizes = torch.tensor([m.weight.numel() for m in layers], dtype=torch.float64, device=dev)
+    return kept_t.sum() / sizes.sum(), (kept_t / sizes).min()
 
 
 class KeepPacer:
@@ -125,8 +138,11 @@ class KeepPacer:
 
     def __call__(self, model: nn.Module) -> Tensor:
         with torch.no_grad():
-            k = weighted_keep(model).to(self._integral.device)
+            k, lowest = (t.to(self._integral.device) for t in _keeps(model))
             err = torch.log(k.clamp_min(1e-12)) - math.log(self.target())
+            # never drive a layer onto the dead-layer guard: near it, steer by the layer
+            near_guard = torch.log(lowest.clamp_min(1e-12)) - math.log(GUARD_MARGIN * DEAD_RATIO)
+            err = torch.minimum(err, near_guard)
             tau = max(TAU * self.total_steps, TAU_MIN_STEPS)
             rate = torch.where(err < 0, BELOW / tau, 1.0 / tau)
             self._integral.add_(err * rate).clamp_(-LOG_MIN, LOG_MAX)
