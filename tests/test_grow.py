@@ -251,3 +251,18 @@ def test_young_filters_keep_their_layer_pending_until_they_mature():
     _epoch(grower, 5)
     event = grower.step(5)  # now judged: 8 of 16 used, nothing saturated
     assert event is not None and event.kind == "stop" and "Γ" in event.reason
+
+
+def test_validation_stop_reads_the_best_of_each_window_over_val_patience_checks():
+    """Growth stops when the validation accuracy stops improving across checks: at a
+    check, the best epoch since the previous one against the best before; one noisy
+    epoch does not count, and a run that keeps improving is never stopped by it."""
+    spec, model, opt, grower = _setup(mature_epochs=0, stop_patience=99, val_patience=2,
+                                      min_gain=0.01)
+    _select(model, opt, "s1_l0", 4)  # nothing saturates: every check waits
+    scores = {0: 0.50, 1: 0.60, 2: 0.40, 3: 0.65, 4: 0.20, 5: 0.655, 6: 0.50, 7: 0.50}
+    events = {e: grower.step(e, score=s) for e, s in scores.items()}
+    # windows: (0,1) best 0.60; (2,3) 0.65 (+0.05); (4,5) 0.655 (+0.005: no); (6,7) 0.50
+    assert all(events[e] is None for e in range(7)) and grower.flat == 1
+    assert events[7].kind == "stop" and "did not improve" in events[7].reason
+    assert grower.best == 0.655
