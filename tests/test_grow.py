@@ -263,6 +263,6 @@ def test_validation_stop_reads_the_best_of_each_window_over_val_patience_checks(
     scores = {0: 0.50, 1: 0.60, 2: 0.40, 3: 0.65, 4: 0.20, 5: 0.655, 6: 0.50, 7: 0.50}
     events = {e: grower.step(e, score=s) for e, s in scores.items()}
     # windows: (0,1) best 0.60; (2,3) 0.65 (+0.05); (4,5) 0.655 (+0.005: no); (6,7) 0.50
-    assert all(events[e] is None for e in range(7)) and grower.flat == 1
+    assert all(events[e] is None for e in range(7)) and grower.flat == 2
     assert events[7].kind == "stop" and "did not improve" in events[7].reason
     assert grower.best == 0.655
