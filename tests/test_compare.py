@@ -19,7 +19,8 @@ from grownet.compare import load_given, make_plan, stage_path
 from grownet.cost import count
 from grownet.runs import RunConfig, RunDir, load_spec
 
-GROW = ["--data", "digits", "--epochs", "6", "--finetune-epochs", "2", "--epochs-per-stage",
+GROW = ["--from", "seed", "--data", "digits", "--epochs", "6", "--finetune-epochs", "2",
+        "--epochs-per-stage",
         "1", "--entry-epochs", "1", "--tau", "0.5", "--max-stages", "3", "--quiet"]
 BACKBONES = "lenet5,mlp-300-100"
 GPU = torch.cuda.is_available()

@@ -34,7 +34,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 # A grow run short enough for a test that still widens one layer and inserts another
 # (so the timeline has a layer that does not exist at first).
-GROW = ["grow", "--data", "digits", "--epochs", "6", "--epochs-per-stage", "2",
+GROW = ["grow", "--from", "seed", "--data", "digits", "--epochs", "6",
+        "--epochs-per-stage", "2",
         "--depth-patience", "1", "--tau", "0.5", "--entry-epochs", "1",
         "--finetune-epochs", "2", "--max-stages", "2", "--macs-step", "20", "--mature-epochs", "1",
         "--quiet"]

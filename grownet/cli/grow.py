@@ -15,8 +15,9 @@ from grownet.cli.common import (
 
 GROW_FLAGS = (
     # --from: under torchrun, whose own parser mistakes --start for --start-method
-    ("--start|--from", "start", str, "narrow start preset or arch.json (default seed; also "
-     "vgg16-narrow, resnet20-narrow, or any preset); spell it --from under torchrun"),
+    ("--start|--from", "start", str, "narrow start preset, arch.json or run directory "
+     "(default seed-strided; also seed, vgg16-narrow, resnet20-narrow, or any preset); "
+     "spell it --from under torchrun"),
     ("--tau", "tau", float, "saturation threshold in (0, 1] (default 0.8)"),
     ("--epochs-per-stage", "epochs_per_stage", int, "epochs between growth checks "
      "(default 2)"),
