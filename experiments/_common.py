@@ -15,7 +15,7 @@ from typing import Any
 #: constant lr, no warm-up (the data keep their own augmentation unless told)
 PAPER = {"lr": 0.01, "momentum": 0.9, "batch_size": 64, "schedule": "constant",
          "warmup_epochs": 0.0}
-#: grownet's own defaults (lr 0.1, cosine, batch 128, 1 warm-up epoch)
+#: grownet's own defaults (lr 0.05, cosine, batch 128, 1 warm-up epoch)
 DEFAULT: dict[str, Any] = {}
 RECIPES = {"paper": PAPER, "default": DEFAULT}
 

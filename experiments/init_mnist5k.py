@@ -3,7 +3,7 @@ DessiLBI, DST (paced to keep 5 %) and growth, on mnist5k, judged on a validation
 
     python experiments/init_mnist5k.py --seeds 0 1 2 --out runs/exp-init
 
-Every run holds out 20 % of the training images (``--val-fraction 0.2``) and is judged
+Every run holds out 20 % of the training images (``--val-frac 0.2``) and is judged
 by its final validation accuracy: the test set chooses nothing. Writes
 ``<out>/results.csv`` and ``<out>/results.md``.
 """
@@ -40,7 +40,7 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         for init in INITS:
-            base = {"seed": seed, "init": init, "val_fraction": 0.2}
+            base = {"seed": seed, "init": init, "val_frac": 0.2}
             for arch in args.archs:
                 for case, cfg in CASES:
                     folder = args.out / f"{arch}-{case}-{init}-s{seed}"
