@@ -7,10 +7,11 @@ For each MAC budget (about 50 k, 100 k, 200 k, 400 k) and seed: ``grownet grow``
 the narrow strided start with ``--max-macs``; then ``grownet compare`` of the seeds'
 grown runs against ``uniform`` (the start widened uniformly to each grown net's MACs)
 and ``random`` (each grown architecture with its MACs allocated at random), same
-method, recipe and epochs. LeNet-5 is trained with SGD under the recipe that scores
-best on the validation split (seed 0; the grid is printed), then with 3 seeds. Every
-run holds out the same validation split (``--val-frac 0.1``): decisions read it, the
-test set is read only for the table.
+method, recipe and epochs; and each grown architecture trained from scratch with that
+recipe (``scratch``: the growth path against its own result). LeNet-5 is trained with
+SGD under the recipe that scores best on the validation split (seed 0; the grid is
+printed), then with 3 seeds. Every run holds out the same validation split
+(``--val-frac 0.1``): decisions read it, the test set is read only for the table.
 
 Writes ``<out>/pareto.csv`` (one row per model and budget: MACs, accuracy mean ± std),
 ``<out>/pareto.md`` (the table ``docs/results.md`` quotes, with the commands) and
@@ -80,6 +81,24 @@ def compare_jobs(args: argparse.Namespace, runs: dict[int, list[Path]], log: lis
     return where
 
 
+def scratch_jobs(args: argparse.Namespace, runs: dict[int, list[Path]],
+                 where: dict[int, Path], log: list[str]) -> dict[int, list[Path]]:
+    """Each grown architecture trained from scratch with its uniform baseline's config
+    (the grown run's recipe and epochs): the growth path against its own result."""
+    jobs, done = [], {b: [] for b in BUDGETS}
+    for budget in BUDGETS:
+        for seed, grown in zip(args.seeds, runs[budget]):
+            out = args.out / f"scratch-{budget // 1000}k-s{seed}"
+            config = where[budget] / "backbones" / f"uniform-dessilbi-seed{seed}" / "config.toml"
+            jobs.append((grownet("train", "--config", str(config), "--arch",
+                                 str(grown / "final" / "arch.json"), "--out", str(out),
+                                 "--quiet"), out / "final" / "model.safetensors"))
+            done[budget].append(out)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(lambda j: run(*j, log), jobs))
+    return done
+
+
 def lenet_jobs(args: argparse.Namespace, log: list[str]) -> tuple[tuple[float, float], list[Path]]:
     """The LeNet-5 recipe with the best validation accuracy (seed 0), then its seeds."""
     def out(lr: float, wd: float, seed: int) -> Path:
@@ -113,11 +132,21 @@ def test_acc(run_dir: Path) -> float:
     return float(final_test_acc(run_dir))
 
 
-def summarise(where: dict[int, Path], lenet: list[Path]) -> list[dict]:
-    import pandas as pd
-
+def seeds_row(budget: int, model: str, kind: str, runs: list[Path]) -> dict:
+    """Mean ± std test accuracy of ``runs`` (one architecture), with its cost."""
     from grownet.cost import count
     from grownet.runs import RunDir, load_spec
+
+    accs = [100 * test_acc(p) for p in runs]
+    cost = count(load_spec(RunDir(runs[0]).final_arch))
+    return {"budget": budget, "model": model, "kind": kind, "seeds": len(accs),
+            "macs": cost.macs, "params": cost.params, "acc_mean": statistics.fmean(accs),
+            "acc_std": statistics.stdev(accs) if len(accs) > 1 else float("nan")}
+
+
+def summarise(where: dict[int, Path], scratch: dict[int, list[Path]], lenet: list[Path]
+              ) -> list[dict]:
+    import pandas as pd
 
     rows = []
     for budget, folder in where.items():
@@ -126,12 +155,8 @@ def summarise(where: dict[int, Path], lenet: list[Path]) -> list[dict]:
             rows.append({"budget": budget, "model": r.model, "kind": r.kind, "seeds": r.seeds,
                          "macs": r.macs, "params": r.params, "acc_mean": 100 * r.acc_mean,
                          "acc_std": 100 * r.acc_std})
-    accs = [100 * test_acc(p) for p in lenet]
-    macs = count(load_spec(RunDir(lenet[0]).final_arch)).macs
-    rows.append({"budget": 0, "model": "lenet5 (best recipe)", "kind": "backbone",
-                 "seeds": len(accs), "macs": macs, "params": 0,
-                 "acc_mean": statistics.fmean(accs),
-                 "acc_std": statistics.stdev(accs) if len(accs) > 1 else float("nan")})
+        rows.append(seeds_row(budget, "grown arch from scratch", "scratch", scratch[budget]))
+    rows.append(seeds_row(0, "lenet5 (best recipe)", "backbone", lenet))
     return rows
 
 
@@ -139,9 +164,9 @@ def verdicts(rows: list[dict]) -> list[str]:
     lenet = next(r for r in rows if r["model"].startswith("lenet5"))
     lines = []
     for budget in BUDGETS:
-        got = {r["kind"] if r["kind"] == "grown" else r["model"].split("(")[0]: r
+        got = {r["kind"] if r["kind"] in ("grown", "scratch") else r["model"].split("(")[0]: r
                for r in rows if r["budget"] == budget}
-        g, u = got["grown"], got["uniform"]
+        g, u, s = got["grown"], got["uniform"], got["scratch"]
         margin = g["acc_mean"] - u["acc_mean"]
         std = max(g["acc_std"], u["acc_std"])
         lines.append(f"- {budget // 1000} k budget: grown {g['acc_mean']:.2f} ± "
@@ -149,7 +174,9 @@ def verdicts(rows: list[dict]) -> list[str]:
                      f"{u['acc_mean']:.2f} ± {u['acc_std']:.2f} %: "
                      f"{margin:+.2f} points, " + ("beats it by more than one std"
                                                  if margin > std else "does NOT beat it by "
-                                                 "more than one std"))
+                                                 "more than one std")
+                     + f"; the grown architecture from scratch {s['acc_mean']:.2f} ± "
+                     f"{s['acc_std']:.2f} %")
     half = [r for r in rows if r["kind"] == "grown" and r["macs"] <= lenet["macs"] / 2]
     reach = [r for r in half if r["acc_mean"] >= lenet["acc_mean"]]
     lines.append(f"- LeNet-5 (best recipe): {lenet['acc_mean']:.2f} ± {lenet['acc_std']:.2f} "
@@ -178,12 +205,13 @@ def figure(rows: list[dict], out: Path) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for kind, marker, color in (("grown", "*", "C0"), ("uniform", "o", "C1"),
-                                ("random", "D", "C2")):
+                                ("random", "D", "C2"), ("scratch", "x", "C4")):
         pts = sorted((r["macs"], r["acc_mean"], r["acc_std"]) for r in rows
-                     if (r["kind"] == "grown") == (kind == "grown")
-                     and (kind == "grown" or r["model"].startswith(kind)))
+                     if r["kind"] == kind or (r["kind"] == "baseline"
+                                              and r["model"].startswith(kind)))
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
-                    fmt=f"{marker}-", color=color, capsize=3, label=kind, markersize=8)
+                    fmt=f"{marker}-", color=color, capsize=3, markersize=8,
+                    label="grown arch from scratch" if kind == "scratch" else kind)
     lenet = next(r for r in rows if r["model"].startswith("lenet5"))
     ax.errorbar([lenet["macs"]], [lenet["acc_mean"]], yerr=[lenet["acc_std"]], fmt="s",
                 color="C3", capsize=3, label=lenet["model"])
@@ -213,8 +241,9 @@ def main() -> None:
     log: list[str] = []
     runs = grow_jobs(args, log)
     where = compare_jobs(args, runs, log)
+    scratch = scratch_jobs(args, runs, where, log)
     best, lenet = lenet_jobs(args, log)
-    rows = summarise(where, lenet)
+    rows = summarise(where, scratch, lenet)
     import pandas as pd
 
     pd.DataFrame(rows).to_csv(args.out / "pareto.csv", index=False)
