@@ -15,27 +15,30 @@ from typing import Any
 #: constant lr, no warm-up (the data keep their own augmentation unless told)
 PAPER = {"lr": 0.01, "momentum": 0.9, "batch_size": 64, "schedule": "constant",
          "warmup_epochs": 0.0}
-#: grownet's own defaults (lr 0.05, cosine, batch 128, 1 warm-up epoch)
-DEFAULT: dict[str, Any] = {}
-RECIPES = {"paper": PAPER, "default": DEFAULT}
 
 
 def train_row(folder: Path, **config: Any) -> dict[str, Any]:
     """Run ``grownet train`` (or ``grow``, with ``command="grow"``) with ``config`` into
     ``folder`` (reused when it already finished, started again when it did not) and
     return its last metrics row plus the final test accuracy, wall time (one thread)
-    and the run's path."""
+    and the run's path. A finished folder trained with another config is trained again
+    (without ``config``: a finished run made elsewhere, read as it is)."""
     import pandas as pd
     import torch
 
     torch.set_num_threads(1)
+    from grownet.compare.plan import same_config
+    from grownet.grow import GrowthPolicy
     from grownet.grow.job import start_job
     from grownet.runs import RunConfig, RunDir, final_test_acc
 
     t0 = time.perf_counter()
-    if not RunDir(folder).finished:
-        shutil.rmtree(folder, ignore_errors=True)  # a run killed half-way starts again
-        cfg = RunConfig(**{"command": "train", **config})
+    cfg = RunConfig(**{"command": "train", **config})
+    growth = GrowthPolicy.from_config(cfg.growth).to_config() if cfg.command == "grow" else {}
+    recorded = cfg.resolved().replace(growth=growth)  # as the run writes its config.toml
+    run = RunDir(folder)
+    if not run.finished or (config and not same_config(run.config(), recorded)):
+        shutil.rmtree(folder, ignore_errors=True)  # killed half-way, or another recipe
         with contextlib.redirect_stdout(io.StringIO()):
             start_job(cfg, folder, quiet=True)
     metrics = pd.read_csv(folder / "metrics.csv")

@@ -6,8 +6,9 @@ from, and the lr ``grownet train`` gives every net (with and without BatchNorm).
 1. ``grownet grow --from seed`` against ``--from seed-strided`` (everything else the
    defaults: 30 epochs, 10 % of the training images held out for growth's decisions).
 2. ``grownet train --arch lenet5 --method sgd`` (no BatchNorm) with its defaults (no
-   split, as a user types it), then lr 0.1 (the former default) and 0.05, and
-   ``--weight-decay 5e-4``, each with 10 % held out.
+   split, as a user types it: lr 0.05, batch 64), then lr 0.1 (the former default),
+   0.05 and 0.02, with and without ``--weight-decay 5e-4``, at batch 128 (the former
+   default) and 64, each with 10 % held out.
 
 Every run is a real ``grownet`` run directory under ``--out`` (a finished one is
 reused). Decisions read the validation accuracy; the test accuracy is reported beside
@@ -27,10 +28,14 @@ from _common import markdown, mean_std, train_row  # noqa: E402
 
 STARTS = ("seed", "seed-strided")
 # the first: the command exactly as a user types it (no split: all 4,000 training images)
-RECIPES = (("defaults (no split)", {"val_frac": -1.0}), ("lr 0.1", {"lr": 0.1}),
-           ("lr 0.05", {"lr": 0.05}),
-           ("lr 0.05, wd 5e-4", {"lr": 0.05, "weight_decay": 5e-4}),
-           ("lr 0.1, wd 5e-4", {"lr": 0.1, "weight_decay": 5e-4}))
+RECIPES = (("defaults (no split)", {"val_frac": -1.0}),
+           ("lr 0.1, batch 128", {"lr": 0.1, "batch_size": 128}),
+           ("lr 0.05, batch 128", {"lr": 0.05, "batch_size": 128}),
+           ("lr 0.05, wd 5e-4, batch 128", {"lr": 0.05, "weight_decay": 5e-4, "batch_size": 128}),
+           ("lr 0.1, wd 5e-4, batch 128", {"lr": 0.1, "weight_decay": 5e-4, "batch_size": 128}),
+           ("lr 0.05, batch 64", {"lr": 0.05, "batch_size": 64}),
+           ("lr 0.02, batch 64", {"lr": 0.02, "batch_size": 64}),
+           ("lr 0.05, wd 5e-4, batch 64", {"lr": 0.05, "weight_decay": 5e-4, "batch_size": 64}))
 
 
 def main() -> None:
@@ -65,7 +70,7 @@ def main() -> None:
         [[s, len(g), f"{g['macs'].mean():,.0f}", mean_std(g["val_acc"]),
           mean_std(g["final_acc"]), f"{g['train_s'].mean():.0f}"]
          for s, g in a.groupby("start", sort=False)])
-    text += "\n\n### `grownet train --arch lenet5 --method sgd`: the lr\n\n" + markdown(
+    text += "\n\n### `grownet train --arch lenet5 --method sgd`: the lr and batch\n\n" + markdown(
         ["recipe", "seeds", "val acc %", "test acc %"],
         [[r, len(g), mean_std(g["val_acc"]) if g["val_acc"].notna().all() else "-",
           mean_std(g["final_acc"])]

@@ -50,7 +50,7 @@ def run(cmd: list[str], done: Path, log: list[str]) -> None:
 
 def common(args: argparse.Namespace) -> list[str]:
     return ["--data", "mnist", "--data-root", str(args.data_root), "--epochs",
-            str(args.epochs), "--val-frac", "0.1", "--quiet"]
+            str(args.epochs), "--val-frac", "0.1", "--batch-size", "128", "--quiet"]
 
 
 def grow_jobs(args: argparse.Namespace, log: list[str]) -> dict[int, list[Path]]:

@@ -31,7 +31,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import markdown, mean_std, train_row  # noqa: E402
 
-RECIPE = {"lr": 0.05, "epochs": 15}
+RECIPE = {"lr": 0.05, "epochs": 15, "batch_size": 128}
 #: entry target (epochs) of λ's per-layer pacing, and the size of the sized ticket
 ENTRY = {"lenet5": 6.5, "vgg16-narrow": 7.0}
 SIZE = {"lenet5": (0.25, 0.3), "vgg16-narrow": (0.4, 0.5)}

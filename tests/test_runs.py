@@ -219,6 +219,15 @@ def test_default_fine_tuning_leaves_room_to_grow(epochs):
     assert finetune == min(6, epochs // 2)
 
 
+def test_the_default_batch_is_each_commands_own_and_a_run_records_it():
+    for command, batch in (("train", 64), ("grow", 128)):
+        cfg = RunConfig(command=command)
+        assert cfg.batch_size == -1 and cfg.batch == batch == cfg.resolved().batch_size
+    assert RunConfig(command="train", batch_size=32).resolved().batch_size == 32
+    with pytest.raises(UserError, match="batch_size = 0: must be an integer >= 1"):
+        RunConfig(batch_size=0).validate()
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(min_size=1, max_size=20))
 def test_any_text_round_trips_through_config_toml(text):

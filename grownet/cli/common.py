@@ -21,7 +21,7 @@ TRAINING_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--seed", "seed", int, "random seed (default 0)"),
     ("--device", "device", str, "auto (default), cpu or cuda"),
     ("--epochs", "epochs", int, "most epochs in all (grow: fine-tuning included)"),
-    ("--batch-size", "batch_size", int, "training batch size (default 128)"),
+    ("--batch-size", "batch_size", int, "training batch size (default 64 for train, 128 for grow)"),
     ("--val-frac", "val_frac", float, "share of the training images held out for the run's "
      "decisions (default 0.1 for grow, 0 for train); the test split only reports"),
     ("--augment", "augment", str, "auto (default: shift for MNIST-like data, crop-flip for "

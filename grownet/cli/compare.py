@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", metavar="RUN", help="finished run directories to "
                    "compare (grow runs, e.g. one per seed; train runs too); they must share "
-                   "data, data_root, augment and batch_size")
+                   "data, data_root and augment")
     p.add_argument("--backbones", required=True, metavar="A,B,...", help="presets to train "
                    "as fixed backbones, comma-separated (e.g. lenet5,vgg11,resnet20; see "
                    "'grownet count --help')")

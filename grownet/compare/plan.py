@@ -41,8 +41,9 @@ from grownet.runs.config import METHODS
 from grownet.runs.rundir import MARKERS
 from grownet.spec import PRESETS, ArchSpec, SpecError, preset
 
-#: keys every given run must share: the same data, split and batches
-AGREE = ("data", "data_root", "augment", "batch_size")
+#: keys every given run must share: the same data (the batch size is each method's
+#: recipe: a train run at 64 compares with a grow run at 128)
+AGREE = ("data", "data_root", "augment")
 
 
 #: how a run executed, not what it is: ignored when deciding whether a run can be reused
@@ -209,14 +210,15 @@ def parse_list(text: str | Sequence[str], what: str) -> list[str]:
     return out
 
 
-#: what a backbone shares with the given run: its data, its batches, where it ran
-SHARED_KEYS = ("data", "data_root", "batch_size", "augment", "device", "compile")
+#: what a backbone shares with the given run: its data, where it ran (its batch size is
+#: its recipe's: ``grownet train``'s default)
+SHARED_KEYS = ("data", "data_root", "augment", "device", "compile")
 
 
 def backbone_config(base: RunConfig, arch: str, method: str, seed: int, epochs: int,
                     device: str | None = None, own_recipe: bool = True) -> RunConfig:
     """A fixed-backbone train config on ``base``'s data (a given run's config): its
-    data, batches and validation split (the same training images), ``epochs`` and
+    data and validation split (the same training images), ``epochs`` and
     ``seed``. ``own_recipe``: the recipe ``grownet train`` gives every net (its
     defaults: initialisation, lr, schedule, ...), so a backbone trains with a recipe good
     for it, not with the grown run's; else (the grown run's own plain alternatives)

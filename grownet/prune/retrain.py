@@ -58,7 +58,7 @@ def _start(dest: RunDir, cfg: RunConfig, slimmed: GrowNet, initial: GrowNet | No
     # the source run's training images: its validation split stays held out
     rcfg = RunConfig(command="train", arch=str(dest.final_arch), val_frac=cfg.validation,
                      method="sgd", epochs=args.retrain_epochs, data=cfg.data,
-                     data_root=cfg.data_root, batch_size=cfg.batch_size, lr=cfg.lr,
+                     data_root=cfg.data_root, batch_size=cfg.batch, lr=cfg.lr,
                      momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                      augment=cfg.augment, device=cfg.device,
                      seed=cfg.seed if args.seed is None else args.seed)

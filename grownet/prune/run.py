@@ -287,7 +287,7 @@ def _slim(args: PruneArgs, quiet: bool = False) -> _Slimmed:
 
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.data, root=cfg.data_root or None, seed=cfg.seed)
-    _, test = make_loaders(data, cfg.batch_size, device, cfg.seed)
+    _, test = make_loaders(data, cfg.batch, device, cfg.seed)
     acc_full = evaluate(model.to(device), test, device).acc
     acc_before = evaluate(new_model.to(device), test, device).acc
     return _Slimmed(run, cfg, spec, keep, new_spec, new_model, initial,

@@ -97,9 +97,9 @@ class TrainJob:
         # decisions read a split of the training images; the test split only reports
         self.data = self.data.hold_out(cfg.validation)
         self.train_loader, self.test_loader = make_loaders(
-            self.data, cfg.batch_size, self.device, cfg.seed, rank=self.dist.rank,
+            self.data, cfg.batch, self.device, cfg.seed, rank=self.dist.rank,
             world_size=self.dist.world_size)
-        self.val_loader = make_val_loader(self.data, cfg.batch_size, self.device,
+        self.val_loader = make_val_loader(self.data, cfg.batch, self.device,
                                           rank=self.dist.rank, world_size=self.dist.world_size)
         self.spec = start_spec(self.start_name, self.data)
         cfg.check_start(self.spec)
