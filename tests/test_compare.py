@@ -323,3 +323,24 @@ def test_uniform_and_random_baselines_match_each_grown_net(world, tmp_path) -> N
     assert (out / "pareto.png").stat().st_size > 0
     assert _main("compare", str(world["t0"]), "--backbones", "uniform", "--out",
                  str(tmp_path / "x"))[0] == 2  # a train run has no growth to compare with
+
+
+def test_labels_of_nets_on_one_spot_are_moved_apart() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from grownet.compare.pareto import _separate
+
+    fig = Figure(figsize=(4, 3))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot([1.0, 1.01, 1.02, 3.0], [2.0, 2.0, 2.01, 1.0], "o")
+    texts = [ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 6))
+             for name, x, y in (("uniform", 1.0, 2.0), ("random", 1.01, 2.0),
+                                ("grown", 1.02, 2.01), ("far", 3.0, 1.0))]
+    fig.tight_layout()
+    _separate(fig, texts, dpi=100)
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert texts[3].xyann == (6, 6)  # a label alone stays where it was

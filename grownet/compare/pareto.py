@@ -86,7 +86,7 @@ def pareto_figure(rows: Sequence[Mapping[str, Any]], paths: Mapping[str, Path],
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     colors = [f"C{i}" for i in range(10)]
-    points = []
+    points, names = [], []
     for i, row in enumerate(rows):
         x, y = float(row["macs"]), float(row["acc_mean"]) * 100
         std = float(row["acc_std"])
@@ -99,8 +99,8 @@ def pareto_figure(rows: Sequence[Mapping[str, Any]], paths: Mapping[str, Path],
         ax.errorbar([x], [y], yerr=[0.0 if math.isnan(std) else std * 100], fmt=marker,
                     markersize=13 if grown else 7, color=color, capsize=4,
                     label=label, zorder=3)
-        ax.annotate(str(row["model"]), (x, y), textcoords="offset points", xytext=(6, 6),
-                    fontsize=8, color=color)
+        names.append(ax.annotate(str(row["model"]), (x, y), textcoords="offset points",
+                                 xytext=(6, 6), fontsize=8, color=color))
         points.append((x, y))
         if grown and row["model"] in paths:
             _draw_path(ax, paths[row["model"]], color)
@@ -123,9 +123,33 @@ def pareto_figure(rows: Sequence[Mapping[str, Any]], paths: Mapping[str, Path],
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
+    _separate(fig, names, dpi=120)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     return atomic_write_bytes(out, buf.getvalue())
+
+
+def _separate(fig: Any, texts: list[Any], dpi: float, gap: float = 1.0) -> None:
+    """Move overlapping labels up until none overlaps another (nets of about the same
+    MACs and accuracy sit on one spot)."""
+    fig.set_dpi(dpi)  # measure at the resolution the figure is saved at
+    renderer = fig.canvas.get_renderer()
+    points_per_px = 72.0 / dpi
+    for _ in range(len(texts)):
+        boxes = sorted(((t.get_window_extent(renderer), t) for t in texts),
+                       key=lambda bt: bt[0].y0)
+        moved = False
+        for i, (low, _) in enumerate(boxes):
+            for high, text in boxes[i + 1:]:
+                if low.overlaps(high):
+                    dx, dy = text.xyann
+                    text.xyann = (dx, dy + (low.y1 - high.y0 + gap) * points_per_px)
+                    moved = True
+                    break
+            if moved:
+                break
+        if not moved:
+            return
 
 
 def _draw_path(ax: Any, run: Path, color: str) -> None:
