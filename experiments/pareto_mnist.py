@@ -54,13 +54,14 @@ def common(args: argparse.Namespace) -> list[str]:
 
 
 def grow_jobs(args: argparse.Namespace, log: list[str]) -> dict[int, list[Path]]:
-    jobs, runs = [], {b: [] for b in BUDGETS}
-    for budget in BUDGETS:
+    jobs, runs = [], {b: [] for b in args.budgets}
+    for budget in args.budgets:
         for seed in args.seeds:
             out = args.out / f"grow-{budget // 1000}k-s{seed}"
             runs[budget].append(out)
             jobs.append((grownet("grow", "--from", args.start, "--max-macs", str(budget),
-                                 "--seed", str(seed), "--out", str(out), *common(args)),
+                                 *shlex.split(args.grow_flags), "--seed", str(seed),
+                                 "--out", str(out), *common(args)),
                          out / "final" / "model.safetensors"))
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda j: run(*j, log), jobs))
@@ -69,7 +70,7 @@ def grow_jobs(args: argparse.Namespace, log: list[str]) -> dict[int, list[Path]]
 
 def compare_jobs(args: argparse.Namespace, runs: dict[int, list[Path]], log: list[str]
                  ) -> dict[int, Path]:
-    where = {b: args.out / f"compare-{b // 1000}k" for b in BUDGETS}
+    where = {b: args.out / f"compare-{b // 1000}k" for b in args.budgets}
 
     def one(budget: int) -> None:
         run(grownet("compare", *map(str, runs[budget]), "--backbones", "uniform,random",
@@ -77,7 +78,7 @@ def compare_jobs(args: argparse.Namespace, runs: dict[int, list[Path]], log: lis
             where[budget] / "compare.csv", log)
 
     with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(one, BUDGETS))
+        list(pool.map(one, args.budgets))
     return where
 
 
@@ -85,8 +86,8 @@ def scratch_jobs(args: argparse.Namespace, runs: dict[int, list[Path]],
                  where: dict[int, Path], log: list[str]) -> dict[int, list[Path]]:
     """Each grown architecture trained from scratch with its uniform baseline's config
     (the grown run's recipe and epochs): the growth path against its own result."""
-    jobs, done = [], {b: [] for b in BUDGETS}
-    for budget in BUDGETS:
+    jobs, done = [], {b: [] for b in args.budgets}
+    for budget in args.budgets:
         for seed, grown in zip(args.seeds, runs[budget]):
             out = args.out / f"scratch-{budget // 1000}k-s{seed}"
             config = where[budget] / "backbones" / f"uniform-dessilbi-seed{seed}" / "config.toml"
@@ -163,7 +164,7 @@ def summarise(where: dict[int, Path], scratch: dict[int, list[Path]], lenet: lis
 def verdicts(rows: list[dict]) -> list[str]:
     lenet = next(r for r in rows if r["model"].startswith("lenet5"))
     lines = []
-    for budget in BUDGETS:
+    for budget in dict.fromkeys(r["budget"] for r in rows if r["budget"]):
         got = {r["kind"] if r["kind"] in ("grown", "scratch") else r["model"].split("(")[0]: r
                for r in rows if r["budget"] == budget}
         g, u, s = got["grown"], got["uniform"], got["scratch"]
@@ -234,6 +235,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--start", default="seed-strided")
     ap.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
+    ap.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS),
+                    help="MAC budgets of the grown nets")
+    ap.add_argument("--grow-flags", default="", help="more 'grownet grow' flags, quoted "
+                    "(e.g. growth paced for a large dataset: '--epochs-per-stage 1 "
+                    "--mature-epochs 1 --entry-epochs 1')")
     args = ap.parse_args()
     args.out = args.out.resolve()
     args.data_root = args.data_root.resolve()
