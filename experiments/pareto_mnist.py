@@ -103,7 +103,7 @@ def scratch_jobs(args: argparse.Namespace, runs: dict[int, list[Path]],
 def lenet_jobs(args: argparse.Namespace, log: list[str]) -> tuple[tuple[float, float], list[Path]]:
     """The LeNet-5 recipe with the best validation accuracy (seed 0), then its seeds."""
     def out(lr: float, wd: float, seed: int) -> Path:
-        return args.out / f"lenet5-lr{lr}-wd{wd}-s{seed}"
+        return (args.lenet_dir or args.out) / f"lenet5-lr{lr}-wd{wd}-s{seed}"
 
     grid = [(grownet("train", "--arch", "lenet5", "--method", "sgd", "--lr", str(lr),
                      "--weight-decay", str(wd), "--seed", "0", "--out", str(out(lr, wd, 0)),
@@ -240,8 +240,11 @@ def main() -> None:
     ap.add_argument("--grow-flags", default="", help="more 'grownet grow' flags, quoted "
                     "(e.g. growth paced for a large dataset: '--epochs-per-stage 1 "
                     "--mature-epochs 1 --entry-epochs 1')")
+    ap.add_argument("--lenet-dir", type=Path, help="where LeNet-5's runs are (reused when "
+                    "finished; default --out): another sweep's, as its recipe does not change")
     args = ap.parse_args()
     args.out = args.out.resolve()
+    args.lenet_dir = args.lenet_dir.resolve() if args.lenet_dir else None
     args.data_root = args.data_root.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     log: list[str] = []
