@@ -19,7 +19,7 @@ buffers), so the runs drift apart. Not run by CI.
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import os
 import subprocess
 import sys
@@ -30,13 +30,15 @@ import pandas as pd
 
 import grownet as gn
 from grownet.data import load_dataset
+from grownet.runs import RunDir
 
 
 def start_without_bn(data: str, folder: Path) -> str:
     ds = load_dataset(data)
     spec = gn.ArchSpec.preset("seed", in_shape=ds.in_shape, num_classes=ds.num_classes)
-    stages = tuple(st.__class__(st.id, layers=tuple(layer.__class__(
-        **{**layer.__dict__, "bn": False}) for layer in st.layers)) for st in spec.stages)
+    # dataclasses.replace keeps every other field (a stage's pool, width, blocks)
+    stages = tuple(dataclasses.replace(st, layers=tuple(
+        dataclasses.replace(layer, bn=False) for layer in st.layers)) for st in spec.stages)
     path = folder / "seed-nobn.json"
     path.write_text(spec.replace(stages=stages, name="seed-nobn").to_json())
     return str(path)
@@ -56,8 +58,7 @@ def compare(one: Path, two: Path) -> dict[str, object]:
     a, b = pd.read_csv(one / "metrics.csv"), pd.read_csv(two / "metrics.csv")
     n = min(len(a), len(b))
     per_epoch = (a.train_loss[:n] - b.train_loss[:n]).abs()
-    events = [json.loads(x)["reason"] for x in (one / "events.jsonl").read_text().splitlines()]
-    events2 = [json.loads(x)["reason"] for x in (two / "events.jsonl").read_text().splitlines()]
+    events, events2 = ([e["reason"] for e in RunDir(run).events()] for run in (one, two))
     return {
         "epochs": f"{len(a)} / {len(b)}",
         "|d train_loss| per epoch": " ".join(f"{d:.0e}" for d in per_epoch),
@@ -80,9 +81,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         rows = {}
-        for name, start in (("seed (BatchNorm)", "seed"),
-                            ("seed without BatchNorm", start_without_bn(args.data, root))):
-            key = name.split()[1] if " " in name else name
+        for name, key, start in (("seed (BatchNorm)", "bn", "seed"),
+                                 ("seed without BatchNorm", "nobn",
+                                  start_without_bn(args.data, root))):
             one = grow([*flags, "--from", start], root / f"{key}-1", 1)
             two = grow([*flags, "--from", start], root / f"{key}-2", 2)
             rows[name] = compare(one, two)

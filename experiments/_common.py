@@ -28,16 +28,13 @@ def train_row(folder: Path, **config: Any) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     from grownet.compare.plan import same_config
-    from grownet.grow import GrowthPolicy
-    from grownet.grow.job import start_job
+    from grownet.grow.job import recorded_config, start_job
     from grownet.runs import RunConfig, RunDir, final_test_acc
 
     t0 = time.perf_counter()
     cfg = RunConfig(**{"command": "train", **config})
-    growth = GrowthPolicy.from_config(cfg.growth).to_config() if cfg.command == "grow" else {}
-    recorded = cfg.resolved().replace(growth=growth)  # as the run writes its config.toml
     run = RunDir(folder)
-    if not run.finished or (config and not same_config(run.config(), recorded)):
+    if not run.finished or (config and not same_config(run.config(), recorded_config(cfg))):
         shutil.rmtree(folder, ignore_errors=True)  # killed half-way, or another recipe
         with contextlib.redirect_stdout(io.StringIO()):
             start_job(cfg, folder, quiet=True)

@@ -29,6 +29,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import markdown  # noqa: E402
+
 BUDGETS = (50_000, 100_000, 200_000, 400_000)
 LENET_GRID = [(lr, wd) for lr in (0.02, 0.05, 0.1) for wd in (0.0, 5e-4)]
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,15 +125,15 @@ def lenet_jobs(args: argparse.Namespace, log: list[str]) -> tuple[tuple[float, f
 
 
 def last_val(run_dir: Path) -> float:
-    import pandas as pd
+    from grownet.runs import RunDir
 
-    return float(pd.read_csv(run_dir / "metrics.csv")["val_acc"].iloc[-1])
+    return float(RunDir(run_dir).table("metrics.csv")["val_acc"].iloc[-1])
 
 
 def test_acc(run_dir: Path) -> float:
-    from grownet.runs import final_test_acc
+    from grownet.compare.measure import final_accuracy
 
-    return float(final_test_acc(run_dir))
+    return final_accuracy(run_dir)
 
 
 def seeds_row(budget: int, model: str, kind: str, runs: list[Path]) -> dict:
@@ -190,12 +193,11 @@ def verdicts(rows: list[dict]) -> list[str]:
     return lines
 
 
-def markdown(rows: list[dict]) -> str:
-    head = "| budget | model | seeds | MACs | params | accuracy % |\n|---|---|---|---|---|---|"
-    body = [f"| {r['budget'] // 1000 or '-'} k | {r['model']} | {r['seeds']} | "
-            f"{r['macs']:,.0f} | {r['params']:,.0f} | {r['acc_mean']:.2f} ± {r['acc_std']:.2f} |"
-            for r in rows]
-    return "\n".join([head, *body])
+def table(rows: list[dict]) -> str:
+    return markdown(["budget", "model", "seeds", "MACs", "params", "accuracy %"],
+                    [[f"{r['budget'] // 1000 or '-'} k", r["model"], r["seeds"],
+                      f"{r['macs']:,.0f}", f"{r['params']:,.0f}",
+                      f"{r['acc_mean']:.2f} ± {r['acc_std']:.2f}"] for r in rows])
 
 
 def figure(rows: list[dict], out: Path) -> None:
@@ -257,8 +259,8 @@ def main() -> None:
 
     pd.DataFrame(rows).to_csv(args.out / "pareto.csv", index=False)
     figure(rows, args.out / "pareto.png")
-    table = markdown(rows)
-    text = ("# Full MNIST Pareto sweep\n\n" + table + "\n\n" + "\n".join(verdicts(rows))
+    text_table = table(rows)
+    text = ("# Full MNIST Pareto sweep\n\n" + text_table + "\n\n" + "\n".join(verdicts(rows))
             + f"\n\nLeNet-5's recipe by validation accuracy (seed 0): lr {best[0]}, weight "
             f"decay {best[1]} (grid: {LENET_GRID}).\n\nCommands:\n\n```\n"
             + "\n".join(dict.fromkeys(log)) + "\n```\n")

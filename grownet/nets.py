@@ -97,6 +97,11 @@ class GrowNet(nn.Module):
         raise AssertionError("a spec always ends with its classifier")
 
 
+def parameters_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``{name: value}`` of every parameter, on the CPU (what a run's ``init/`` stores)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.named_parameters()}
+
+
 def init_weights(model: GrowNet) -> None:
     """Kaiming-normal (fan-out) convs, N(0, 0.01) linears, BN 1/0, zero biases
     (the DessiLBI growth example's initialisation)."""

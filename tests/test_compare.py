@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
 import statistics
 import sys
@@ -12,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from runfiles import cli, mtimes
 from safetensors import safe_open
 
-from grownet.cli import main
 from grownet.compare import load_given, make_plan, stage_path
 from grownet.cost import count
 from grownet.runs import RunConfig, RunDir, load_spec
@@ -30,13 +28,6 @@ COLUMNS = (["model", "method", "kind", "seeds", "params", "macs", "latency_cpu_b
            + ["train_macs", "acc_mean", "acc_std", "runs"])
 
 
-def _main(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(list(argv))
-    return rc, out.getvalue(), err.getvalue()
-
-
 def _rows(path: Path) -> int:
     return len(pd.read_csv(path / "metrics.csv"))
 
@@ -46,10 +37,6 @@ def _acc(run: str | Path) -> float:
         return float(f.metadata()["test_acc"])
 
 
-def _snapshot(folder: Path) -> dict[str, float]:
-    return {str(p): p.stat().st_mtime_ns for p in sorted(folder.rglob("*"))}
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
     """Two grow seeds, a given lenet5/sgd run that matches its backbone job, and one
@@ -57,17 +44,17 @@ def world(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("compare")
     g0, g1, t0, out = tmp / "g0", tmp / "g1", tmp / "t0", tmp / "cmp"
     for seed, path in ((0, g0), (1, g1)):
-        assert _main("grow", *GROW, "--seed", str(seed), "--out", str(path))[0] == 0
+        assert cli("grow", *GROW, "--seed", str(seed), "--out", str(path))[0] == 0
     epochs = max(_rows(g0), _rows(g1))
     # what compare derives for lenet5/sgd/seed 0: grownet train's own recipe on the first
     # run's data and validation split
-    rc, _, _ = _main("train", "--data", "digits", "--val-frac", "0.1", "--arch", "lenet5",
+    rc, _, _ = cli("train", "--data", "digits", "--val-frac", "0.1", "--arch", "lenet5",
                      "--method", "sgd", "--seed", "0", "--epochs", str(epochs),
                      "--out", str(t0), "--quiet")
     assert rc == 0
     argv = ["compare", str(g0), str(g1), str(t0), "--backbones", BACKBONES, "--out",
             str(out), "--latency-repeats", "2"]
-    rc, stdout, stderr = _main(*argv)
+    rc, stdout, stderr = cli(*argv)
     assert rc == 0, stderr
     return {"g0": g0, "g1": g1, "t0": t0, "out": out, "argv": argv, "stdout": stdout,
             "epochs": epochs, "csv": pd.read_csv(out / "compare.csv")}
@@ -135,10 +122,10 @@ def test_backbone_jobs_use_the_given_runs_data_epochs_and_seeds(world) -> None:
 
 
 def test_second_compare_trains_nothing(world) -> None:
-    before = _snapshot(world["out"] / "backbones")
-    rc, stdout, _ = _main(*world["argv"])
+    before = mtimes(world["out"] / "backbones")
+    rc, stdout, _ = cli(*world["argv"])
     assert rc == 0
-    assert _snapshot(world["out"] / "backbones") == before
+    assert mtimes(world["out"] / "backbones") == before
     assert stdout.count(": reused ") == 4 and ": training " not in stdout
     again = pd.read_csv(world["out"] / "compare.csv")
     cols = ["model", "method", "params", "macs", "train_macs", "acc_mean", "runs"]
@@ -185,12 +172,12 @@ def test_seeds_and_conflicts_in_the_plan(world, tmp_path) -> None:
                                                "lenet5-sgd-seed2"]
     assert {j.action for j in plan.jobs} == {"training"}
     # another budget where finished backbones of the old one lie: refuse, write nothing
-    before = _snapshot(world["out"])
-    rc, _, err = _main("compare", str(world["g0"]), str(world["g1"]), "--backbones",
+    before = mtimes(world["out"])
+    rc, _, err = cli("compare", str(world["g0"]), str(world["g1"]), "--backbones",
                        "mlp-300-100", "--epochs", str(world["epochs"] + 1), "--out",
                        str(world["out"]))
     assert rc == 2 and err.count("\n") == 1 and "epochs" in err and "--out" in err
-    assert _snapshot(world["out"]) == before
+    assert mtimes(world["out"]) == before
 
 
 def test_killed_backbone_is_resumed(world, tmp_path) -> None:
@@ -205,7 +192,7 @@ def test_killed_backbone_is_resumed(world, tmp_path) -> None:
         else:
             (early / name).unlink()
     argv = [a if a != str(world["out"]) else str(out) for a in world["argv"]]
-    rc, stdout, _ = _main(*argv)
+    rc, stdout, _ = cli(*argv)
     assert rc == 0
     assert "mlp-300-100-sgd-seed1: resumed" in stdout and stdout.count(": reused ") == 2
     assert "mlp-300-100-sgd-seed0: resumed" in stdout and "from the start" in stdout
@@ -250,16 +237,16 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(world, tmp_path, kin
                                                             words) -> None:
     out = tmp_path / "out"
     argv = _broken(world, tmp_path, kind)
-    before = _snapshot(world["g0"])
+    before = mtimes(world["g0"])
     if kind != "backbone":  # that one writes (would write) to the default g0/compare
         argv += ["--out", str(out)]
-    rc, stdout, err = _main("compare", *argv, "--latency-repeats", "2")
+    rc, stdout, err = cli("compare", *argv, "--latency-repeats", "2")
     assert rc == 2, (stdout, err)
     assert err.startswith("grownet: error: ") and err.count("\n") == 1
     for w in words:
         assert w in err
     assert not out.exists() and stdout == ""
-    assert _snapshot(world["g0"]) == before and not (world["g0"] / "compare").exists()
+    assert mtimes(world["g0"]) == before and not (world["g0"] / "compare").exists()
 
 
 def test_latency_onnxruntime_adds_columns_beside_eager(world, tmp_path) -> None:
@@ -267,7 +254,7 @@ def test_latency_onnxruntime_adds_columns_beside_eager(world, tmp_path) -> None:
     out = tmp_path / "cmp"
     shutil.copytree(world["out"], out)  # its backbones are reused: nothing trains
     argv = [str(out) if a == str(world["out"]) else a for a in world["argv"]]
-    rc, stdout, err = _main(*argv, "--latency", "onnxruntime")
+    rc, stdout, err = cli(*argv, "--latency", "onnxruntime")
     assert rc == 0, err
     assert ": training " not in stdout
     table = pd.read_csv(out / "compare.csv")
@@ -281,7 +268,7 @@ def test_latency_onnxruntime_adds_columns_beside_eager(world, tmp_path) -> None:
 def test_latency_onnxruntime_without_the_extra_exits_2(world, tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now fails
     out = tmp_path / "out"
-    rc, stdout, err = _main("compare", str(world["g0"]), "--backbones", "lenet5", "--out", str(out),
+    rc, stdout, err = cli("compare", str(world["g0"]), "--backbones", "lenet5", "--out", str(out),
                             "--latency", "onnxruntime")
     assert rc == 2 and err.count("\n") == 1 and stdout == ""
     assert "--latency onnxruntime needs onnxruntime" in err
@@ -294,7 +281,7 @@ def test_uniform_and_random_baselines_match_each_grown_net(world, tmp_path) -> N
     from grownet.compare.baselines import MACS_TOLERANCE
 
     out = tmp_path / "base"
-    rc, stdout, stderr = _main("compare", str(world["g0"]), str(world["g1"]), "--backbones",
+    rc, stdout, stderr = cli("compare", str(world["g0"]), str(world["g1"]), "--backbones",
                                "uniform,random", "--out", str(out), "--latency-repeats", "1")
     assert rc == 0, stderr
     table = pd.read_csv(out / "compare.csv")
@@ -321,7 +308,7 @@ def test_uniform_and_random_baselines_match_each_grown_net(world, tmp_path) -> N
             else:  # the grown net's layers
                 assert set(mine.widths()) == set(grown.widths())
     assert (out / "pareto.png").stat().st_size > 0
-    assert _main("compare", str(world["t0"]), "--backbones", "uniform", "--out",
+    assert cli("compare", str(world["t0"]), "--backbones", "uniform", "--out",
                  str(tmp_path / "x"))[0] == 2  # a train run has no growth to compare with
 
 

@@ -3,8 +3,6 @@ families, a grown run (every stage), a pruned run and DST runs; bad input."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 import shutil
 import sys
@@ -12,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from runfiles import cli, mtimes
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import grownet as gn
 from grownet import dst
-from grownet.cli import main
 from grownet.data import load_dataset
 from grownet.deploy import (
     FORMATS,
@@ -95,16 +93,6 @@ def _family_run(root: Path, preset: str) -> tuple[Path, gn.GrowNet]:
     return run.path, model.eval()
 
 
-def _cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(list(argv))
-        except SystemExit as stop:  # argparse's own errors
-            rc = stop.code
-    return rc, out.getvalue(), err.getvalue()
-
-
 def _read_back(fmt: str, path: Path) -> torch.nn.Module:
     """The written file, loaded the way a deployment would (not through grownet)."""
     if fmt == "onnx":
@@ -115,10 +103,6 @@ def _read_back(fmt: str, path: Path) -> torch.nn.Module:
 @torch.inference_mode()
 def _max_diff(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> float:
     return (a(x) - b(x)).abs().max().item()
-
-
-def _snapshot(folder: Path) -> dict[str, int]:
-    return {str(p): p.stat().st_mtime_ns for p in sorted(folder.rglob("*"))}
 
 
 # ------------------------------------------------------------------ families
@@ -251,7 +235,7 @@ def test_stage_weights_follow_the_last_metrics_row(tmp_path) -> None:
 def test_cli_export_prints_the_check_and_refuses_to_overwrite(grown, tmp_path) -> None:
     run = tmp_path / "run"
     shutil.copytree(grown, run)
-    rc, out, err = _cli("export", str(run), "--format", "onnx", "--opset", "18")
+    rc, out, err = cli("export", str(run), "--format", "onnx", "--opset", "18")
     assert rc == 0, err
     diff = float(re.search(r"max \|Δlogits\| = (\S+)", out).group(1))
     assert 0 <= diff <= TOLERANCE and "64 test images of digits" in out
@@ -261,12 +245,12 @@ def test_cli_export_prints_the_check_and_refuses_to_overwrite(grown, tmp_path) -
 
     assert onnx.load(str(path)).opset_import[0].version == 18
     before = path.read_bytes()
-    rc, out, err = _cli("export", str(run), "--format", "onnx")
+    rc, out, err = cli("export", str(run), "--format", "onnx")
     assert rc == 2 and "already exists" in err and "--force" in err
     assert path.read_bytes() == before
-    rc, out, err = _cli("export", str(run), "--format", "onnx", "--force")
+    rc, out, err = cli("export", str(run), "--format", "onnx", "--force")
     assert rc == 0 and path.stat().st_size > 0
-    rc, out, err = _cli("export", str(run), "--format", "pt2", "--stage", "0")
+    rc, out, err = cli("export", str(run), "--format", "pt2", "--stage", "0")
     assert rc == 0 and (run / "export" / "stage-000.pt2").is_file()
 
 
@@ -311,25 +295,25 @@ def _broken(kind: str, grown: Path, tmp: Path) -> list[str]:
 def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(grown, tmp_path, kind,
                                                              words) -> None:
     argv = _broken(kind, grown, tmp_path)
-    before = _snapshot(tmp_path)
-    rc, out, err = _cli("export", *argv)
+    before = mtimes(tmp_path)
+    rc, out, err = cli("export", *argv)
     assert rc == 2, (out, err)
     assert err.startswith("grownet: error: ") and err.count("\n") == 1, err
     for w in words:
         assert w in err, err
-    assert out == "" and _snapshot(tmp_path) == before
+    assert out == "" and mtimes(tmp_path) == before
 
 
 def test_missing_extra_says_how_to_install(grown, tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now fails
     run = tmp_path / "run"
     shutil.copytree(grown, run)
-    before = _snapshot(tmp_path)
-    rc, out, err = _cli("export", str(run), "--format", "onnx")
+    before = mtimes(tmp_path)
+    rc, out, err = cli("export", str(run), "--format", "onnx")
     assert rc == 2 and err.count("\n") == 1
     assert "onnxruntime (not installed)" in err and "pip install 'grownet[export]'" in err
-    assert _snapshot(tmp_path) == before
-    rc, out, err = _cli("export", str(run), "--format", "pt2")  # needs no extra
+    assert mtimes(tmp_path) == before
+    rc, out, err = cli("export", str(run), "--format", "pt2")  # needs no extra
     assert rc == 0, err
 
 

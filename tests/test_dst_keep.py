@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from runfiles import assert_same_weights
 from safetensors import safe_open
-from safetensors.torch import load_file
 
 import grownet as gn
 from grownet import dst
@@ -199,11 +199,5 @@ def test_resume_continues_the_pacing_exactly(extra, tmp_path):
     pd.testing.assert_frame_equal(_metrics(tmp_path / "cut"), _metrics(tmp_path / "full"))
     if extra["method"] == "dst":
         for name in ("best", "sparsest"):
-            files = [tmp_path / run / name / "model.safetensors" for run in ("cut", "full")]
-            metas = []
-            for f in files:
-                with safe_open(str(f), framework="pt") as st:
-                    metas.append(st.metadata())
-            assert metas[0] == metas[1]
-            a, b = (load_file(str(f)) for f in files)
-            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+            assert_same_weights(*(tmp_path / run / name / "model.safetensors"
+                                  for run in ("cut", "full")))

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from runfiles import snapshot
-from safetensors import safe_open
-from safetensors.torch import load_file
+from runfiles import assert_same_weights, snapshot
 
 import grownet as gn
 from grownet import atomic as files
@@ -111,14 +109,6 @@ def _csv_without_time(path: Path) -> list[list[str]]:
     return [[v for i, v in enumerate(r) if i != drop] for r in rows]
 
 
-def _tensors_equal(a: Path, b: Path) -> None:
-    ta, tb = load_file(str(a)), load_file(str(b))
-    assert ta.keys() == tb.keys()
-    assert all(torch.equal(ta[k], tb[k]) for k in ta), a
-    with safe_open(str(a), framework="pt") as fa, safe_open(str(b), framework="pt") as fb:
-        assert fa.metadata() == fb.metadata()
-
-
 def assert_same_run(resumed: Path, full: Path) -> None:
     """The same files with the same modes; the same bytes, apart from measured times
     (metrics' time_s, the checkpoint's wall clock) and the PNG drawings."""
@@ -130,7 +120,7 @@ def assert_same_run(resumed: Path, full: Path) -> None:
         if name.endswith(".csv"):
             assert _csv_without_time(path) == _csv_without_time(b[name]), name
         elif name.endswith(".safetensors"):
-            _tensors_equal(path, b[name])
+            assert_same_weights(path, b[name])
         elif name.endswith((".json", ".jsonl", ".graphml", ".toml")):
             # a prune's retrain run names its own folder (its arch.json) in config.toml
             here = path.read_text().replace(str(resumed.parent), "<OUT>")
@@ -258,6 +248,6 @@ def test_killed_prune_resumes(point, resume_from, uninterrupted, pruned, tmp_pat
     assert events[1]["test_acc"] == json.loads(
         (pruned / "events.jsonl").read_text().splitlines()[1])["test_acc"]
     assert (out / "prune.csv").read_bytes() == (pruned / "prune.csv").read_bytes()
-    _tensors_equal(out / "final" / "model.safetensors", pruned / "final" / "model.safetensors")
+    assert_same_weights(out / "final" / "model.safetensors", pruned / "final" / "model.safetensors")
     assert_same_run(out / "retrain", pruned / "retrain")
     assert main(["resume", str(out)]) == 2  # finished now

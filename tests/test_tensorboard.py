@@ -56,3 +56,15 @@ def test_missing_package_is_one_line_and_nothing_written(tmp_path, monkeypatch, 
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "pip install" in err
     assert not out.exists()
+
+
+def test_a_job_started_from_python_logs_what_its_config_asks(tmp_path):
+    from grownet.runs import RunConfig
+    from grownet.train import TrainJob
+
+    cfg = RunConfig(command="train", data="digits", arch="mlp-300-100", epochs=2,
+                    tensorboard=True)
+    TrainJob.start(cfg, tmp_path / "run", quiet=True)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("accuracy/test")] == [0, 1]

@@ -10,7 +10,6 @@ from grownet.runs.config import read_toml
 
 if TYPE_CHECKING:
     from grownet.grow import GrowthPolicy
-    from grownet.train.job import ObserverFactory
 
 # (flag, config key, type, help). Defaults are None so that only flags given on the
 # command line override the config file.
@@ -35,8 +34,8 @@ TRAINING_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--entry-epochs", "entry_epochs", float, "epochs after which a typical filter enters "
      "Γ's support; paces lambda (default 3)"),
     ("--init", "init", str, "initialisation of a fresh net, the same for every method: "
-     "default (PyTorch's; train's default), kaiming (fan-out normal convs, N(0, 0.01) "
-     "linears; grow's default) or he (fan-in normal, every layer)"),
+     "default (PyTorch's, every command's default), kaiming (fan-out normal convs, "
+     "N(0, 0.01) linears) or he (fan-in normal, every layer)"),
     ("--schedule", "schedule", str, "lr schedule: cosine (default), step, constant"),
     ("--warmup-epochs", "warmup_epochs", float, "linear lr warm-up at the start "
      "(default: 1 for train, 0 for grow)"),
@@ -101,6 +100,9 @@ def resolve_config(args: argparse.Namespace, command: str, flags: tuple) -> Reso
         values = read_toml(args.config)
         layers.append((values, str(args.config)))
         names.update({key: str(args.config) for key in values})
+        table = values.get("growth")  # [growth] keys come from the file too
+        names.update({key: str(args.config) for key in table} if isinstance(table, dict)
+                     else {})
     typed = getattr(args, "typed_flags", None) or {}
     given = {key: getattr(args, key) for _, key, _, _ in flags
              if getattr(args, key, None) is not None}
@@ -108,13 +110,3 @@ def resolve_config(args: argparse.Namespace, command: str, flags: tuple) -> Reso
     layers += [(given, names), ({"command": command}, "")]
     cfg = RunConfig().layered(layers)
     return Resolved(cfg, GrowthPolicy.from_config(cfg.growth, names), names)
-
-
-def observer_for(cfg: RunConfig) -> ObserverFactory | None:
-    """``--tensorboard``'s logger (checked to be installed before anything is written)."""
-    if not cfg.tensorboard:
-        return None
-    from grownet.report.tensorboard import TensorBoardLog, require_tensorboard
-
-    require_tensorboard()
-    return TensorBoardLog

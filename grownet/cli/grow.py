@@ -9,7 +9,6 @@ from grownet.cli.common import (
     TypedFlag,
     add_flags,
     add_training_flags,
-    observer_for,
     resolve_config,
 )
 
@@ -73,6 +72,6 @@ def run(args: argparse.Namespace) -> int:
 
     flags = ALL_FLAGS + (("", "carry_state", bool, ""), ("", "depth", bool, ""))
     cfg, policy, names = resolve_config(args, "grow", flags)
-    GrowJob.start(cfg, args.out, quiet=args.quiet, observer=observer_for(cfg), policy=policy,
+    GrowJob.start(cfg, args.out, quiet=args.quiet, policy=policy,
                   names=names)
     return 0

@@ -45,10 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
         resume_prune(prune, quiet=args.quiet)
         return 0
-    from grownet.cli.common import observer_for
     from grownet.grow import resume_job
-    from grownet.runs import RunDir
 
-    observer = observer_for(RunDir.open(args.run).config())
-    resume_job(args.run, quiet=args.quiet, observer=observer)
+    resume_job(args.run, quiet=args.quiet)
     return 0

@@ -8,7 +8,6 @@ from grownet.cli.common import (
     TRAINING_FLAGS,
     add_flags,
     add_training_flags,
-    observer_for,
     resolve_config,
 )
 
@@ -47,5 +46,5 @@ def run(args: argparse.Namespace) -> int:
     from grownet.train.job import TrainJob
 
     cfg = resolve_config(args, "train", TRAINING_FLAGS + TRAIN_FLAGS).cfg
-    TrainJob.start(cfg, args.out, quiet=args.quiet, observer=observer_for(cfg))
+    TrainJob.start(cfg, args.out, quiet=args.quiet)
     return 0

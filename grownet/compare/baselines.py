@@ -102,7 +102,3 @@ def random_allocation(grown: ArchSpec, start: ArchSpec, macs: int, seed: int) ->
             continue
     raise UserError(f"no random allocation of {grown.name!r} builds; compare without "
                     "'random'")
-
-
-def close_enough(spec: ArchSpec, macs: int) -> bool:
-    return abs(count(spec).macs - macs) <= MACS_TOLERANCE * macs

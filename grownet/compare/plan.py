@@ -212,7 +212,7 @@ def parse_list(text: str | Sequence[str], what: str) -> list[str]:
 
 #: what a backbone shares with the given run: its data, where it ran (its batch size is
 #: its recipe's: ``grownet train``'s default)
-SHARED_KEYS = ("data", "data_root", "augment", "device", "compile")
+SHARED_KEYS = (*AGREE, *EXECUTION_KEYS)
 
 
 def backbone_config(base: RunConfig, arch: str, method: str, seed: int, epochs: int,

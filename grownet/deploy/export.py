@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from grownet.atomic import refuse_existing
 from grownet.deploy.load import WEIGHTS, load, weights_metadata, weights_path
 from grownet.deploy.onnx import (
     OnnxModule,
@@ -28,7 +29,7 @@ from grownet.deploy.onnx import (
     session,
 )
 from grownet.errors import UserError
-from grownet.runs import RunConfig, atomic_write_bytes
+from grownet.runs import RunConfig, RunDir, atomic_write_bytes
 from grownet.spec import ArchSpec
 
 FORMATS = ("onnx", "pt2")
@@ -59,11 +60,7 @@ def default_out(run: Path, fmt: str, stage: int | None) -> Path:
 def check_out(out: Path, force: bool) -> None:
     """Refuse an existing ``out`` (unless ``force``), a folder, or a place that cannot
     be written, before any work."""
-    if out.is_dir():
-        raise UserError(f"--out {out} is a directory; give a file name, e.g. {out}/model.onnx")
-    if out.exists() and not force:
-        raise UserError(f"{out} already exists; pass --force to replace it, or choose "
-                        "another --out FILE")
+    refuse_existing(out, force, "--out")
     parent = out.parent
     while not parent.exists():
         parent = parent.parent
@@ -76,11 +73,11 @@ def run_config(run: Path, weights: Path) -> RunConfig:
     """The configuration that says which test images the net was evaluated on: the
     run's ``config.toml``, or for a pruned run (no config of its own) the one of the
     run it was pruned from (``source`` in its weights' metadata)."""
-    if (run / "config.toml").is_file():
-        return RunConfig.from_toml(run / "config.toml")
+    if RunDir(run).config_path.is_file():
+        return RunDir(run).config()
     source = weights_metadata(weights).get("source")
-    if source and (Path(source) / "config.toml").is_file():
-        return RunConfig.from_toml(Path(source) / "config.toml")
+    if source and RunDir(source).config_path.is_file():
+        return RunDir(source).config()
     raise UserError(f"{run} has no config.toml" + (f", and its source run {source} is not "
                     "there" if source else "") + ", so its test images are unknown; copy "
                     "the config.toml of the run it came from into it")
@@ -195,11 +192,7 @@ def export_run(run: str | Path, fmt: str, stage: int | None = None,
         raise UserError(f"the exported {fmt} net differs from PyTorch by max |Δlogits| = "
                         f"{diff:.3g} > {TOLERANCE:g} on {len(images)} test images; nothing "
                         f"was written — try the other --format")
-    try:
-        atomic_write_bytes(target, data)
-    except OSError as err:
-        raise UserError(f"cannot write {target} ({err.strerror or err}); choose another "
-                        "--out FILE") from None
+    atomic_write_bytes(target, data)  # a failed write is one UserError naming the file
     return ExportResult(target, fmt, spec, diff, len(images), cfg.data,
                         onnx_opset(data) if fmt == "onnx" else None, len(data))
 

@@ -39,11 +39,11 @@ from grownet.dst.layers import (
     long_tail,
     step_long_tail,
 )
-from grownet.dst.pacing import KeepPacer, keep_target, weighted_keep
+from grownet.dst.pacing import KeepPacer, keep_target
 from grownet.dst.slim import SLIMMABLE_ROLES, bake, slim_masked
 
 __all__ = ["DEAD_RATIO", "SLIMMABLE_ROLES", "SPARSEST_TOLERANCE", "BestKeeper", "KeepPacer",
            "MaskedConv2d", "MaskedLayer", "MaskedLinear", "bake", "convert", "keep_ratios",
            "keep_target", "kept_counts", "kept_filters", "long_tail", "masked_layers", "masks",
            "overall_sparsity", "slim_masked", "sparsity_loss", "step_long_tail",
-           "threshold_penalty", "weighted_keep", "weighted_keep_of"]
+           "threshold_penalty", "weighted_keep_of"]

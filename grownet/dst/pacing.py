@@ -75,20 +75,11 @@ def keep_target(step: int, total_steps: int, keep: float) -> float:
     return keep + (1.0 - keep) * left ** 3
 
 
-def weighted_keep(model: nn.Module) -> Tensor:
-    """Kept weights / weights over all masked layers, as a 0-dim device tensor (no sync);
-    the masks are the ones the next forward pass uses."""
-    return _keeps(model)[0]
-
-
-def _keeps(model: nn.Module) -> tuple[Tensor, Tensor]:
-    """The weighted keep ratio and the lowest keep ratio of a layer (device tensors)."""
-    layers = list(masked_layers(model).values())
-    kept = [m.mask().sum() for m in layers]
-    dev = kept[0].device
-    kept_t = torch.stack([k.to(dev) for k in kept]).double()
-    sizes = torch.tensor([m.weight.numel() for m in layers], dtype=torch.float64, device=dev)
-    return kept_t.sum() / sizes.sum(), (kept_t / sizes).min()
+def _keeps(layers: list[nn.Module], sizes: Tensor) -> tuple[Tensor, Tensor]:
+    """The weighted keep ratio and the lowest keep ratio of a layer (device tensors, no
+    sync); ``sizes``: the layers' weight counts (float64, on the masks' device)."""
+    kept = torch.stack([m.mask().sum() for m in layers]).double()
+    return kept.sum() / sizes.sum(), (kept / sizes).min()
 
 
 class KeepPacer:
@@ -117,13 +108,16 @@ class KeepPacer:
             raise UserError(f"total_steps must be >= 1, got {total_steps!r}")
         self.keep = float(keep)
         self.total_steps = int(total_steps)
-        layers = masked_layers(model).values()
+        layers = list(masked_layers(model).values())
         with torch.no_grad():
             abs_sum = sum(float(m.weight.detach().abs().sum()) for m in layers)
-        mean_abs = abs_sum / sum(m.weight.numel() for m in layers)
+        numels = [m.weight.numel() for m in layers]
+        mean_abs = abs_sum / sum(numels)
         self.alpha0 = (1.0 - momentum) * max(mean_abs, 1e-8) / (lr * self.total_steps)
         self.step = 0
-        dev = next(iter(layers)).weight.device
+        dev = layers[0].weight.device
+        # built once: a tensor made from host values each step would be a host copy
+        self._sizes = torch.tensor(numels, dtype=torch.float64, device=dev)
         self._integral = torch.zeros((), dtype=torch.float64, device=dev)
         self._log_gain = torch.zeros_like(self._integral)
         self._alpha = torch.full((), self.alpha0, dtype=torch.float64, device=dev)
@@ -138,7 +132,11 @@ class KeepPacer:
 
     def __call__(self, model: nn.Module) -> Tensor:
         with torch.no_grad():
-            k, lowest = (t.to(self._integral.device) for t in _keeps(model))
+            layers = list(masked_layers(model).values())
+            dev = layers[0].weight.device
+            if self._sizes.device != dev:  # the model moved after the pacer was made
+                self._sizes = self._sizes.to(dev)
+            k, lowest = (t.to(self._integral.device) for t in _keeps(layers, self._sizes))
             err = torch.log(k.clamp_min(1e-12)) - math.log(self.target())
             # never drive a layer onto the dead-layer guard: near it, steer by the layer
             near_guard = torch.log(lowest.clamp_min(1e-12)) - math.log(GUARD_MARGIN * DEAD_RATIO)
@@ -165,4 +163,4 @@ class KeepPacer:
         self._alpha = self.alpha0 * torch.exp(self._log_gain)
 
 
-__all__ = ["KeepPacer", "keep_target", "weighted_keep"]
+__all__ = ["KeepPacer", "keep_target"]

@@ -140,12 +140,6 @@ class Grower:
         self.window: float | None = None  # the best score since the last check
 
     # ----------------------------------------------------------------- collect
-    def ratios(self) -> dict[str, float]:
-        """Selection ratio of every growable coupled layer, as the tracker reads it (one
-        host sync)."""
-        growable = {m for u in growable_units(self.spec) for m in u.members}
-        return {k: v for k, v in self.tracker.ratios().items() if k in growable}
-
     def judge(self) -> dict[str, Judged]:
         """Every growable unit judged from the support among filters that had their time
         (``policy.mature_epochs``); one host sync."""
@@ -217,10 +211,9 @@ class Grower:
             return Decision(epoch, "wait", why, [], _cost(self.spec), dict(self.streak),
                             calm=calm, flat=flat, best=best,
                             next_check=min(ready) if ready else -1)
+        # a stop here keeps the changes that did not fit: the event says what and why
         decision = self._grow(epoch, units, full, judged)
-        if decision.kind == "stop":
-            return stop(decision.reason)
-        decision.flat, decision.best = flat, best
+        decision.calm, decision.flat, decision.best = calm, flat, best
         return decision
 
     # -------------------------------------------------------- propose + budget

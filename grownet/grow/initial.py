@@ -9,10 +9,9 @@ had, entries that growth created take the values they were created with.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from grownet import surgery
-from grownet.nets import GrowNet, build
+from grownet.nets import GrowNet, build, parameters_of
 
 
 @torch.no_grad()
@@ -36,10 +35,4 @@ def carry_initial(initial: dict[str, torch.Tensor], created: GrowNet,
     # init="random" copies exactly the entries with an old source and leaves the others.
     carried, _ = surgery.transplant(old, change.new, init="random", change=change,
                                     into=created)
-    return {name: value.detach().to("cpu", copy=True)
-            for name, value in carried.named_parameters()}
-
-
-def parameters_of(model: nn.Module) -> dict[str, torch.Tensor]:
-    """``{name: value}`` of every parameter, on the CPU (what ``init/`` stores)."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.named_parameters()}
+    return parameters_of(carried)

@@ -70,7 +70,7 @@ class GrowJob(TrainJob):
         return self.grower.stage
 
     def resolved_config(self) -> RunConfig:
-        return self.cfg.resolved().replace(growth=self.policy.to_config())
+        return recorded_config(self.cfg, self.policy)
 
     def on_start(self) -> None:
         pass  # the grow phase ends at a stop decision, not after a number of epochs
@@ -154,6 +154,16 @@ def job_for(cfg: RunConfig) -> type[TrainJob]:
     return GrowJob if cfg.command == "grow" else TrainJob
 
 
+def recorded_config(cfg: RunConfig, policy: GrowthPolicy | None = None) -> RunConfig:
+    """The configuration a run of ``cfg`` writes to its ``config.toml``: resolved, with
+    its growth policy in full (a fixed net has none); compare a finished run's
+    :meth:`RunDir.config` with it to know whether the run is ``cfg``'s."""
+    if cfg.command != "grow":
+        return cfg.resolved().replace(growth={})
+    policy = policy if policy is not None else GrowthPolicy.from_config(cfg.growth)
+    return cfg.resolved().replace(growth=policy.to_config())
+
+
 def start_job(cfg: RunConfig, out: str | Path | None, **kwargs: Any) -> JobResult:
     """Run ``cfg``'s command (grow or train) in a new run directory ``out`` (see
     :meth:`TrainJob.start <grownet.train.job.TrainJob.start>` for the keywords)."""
@@ -165,4 +175,4 @@ def resume_job(path: str | Path, **kwargs: Any) -> JobResult:
     return job_for(RunDir.open(path).config()).resume(path, **kwargs)
 
 
-__all__ = ["GrowJob", "job_for", "resume_job", "start_job"]
+__all__ = ["GrowJob", "job_for", "recorded_config", "resume_job", "start_job"]

@@ -56,9 +56,6 @@ from grownet.runs.config import (
 )
 
 WIDEN_INITS = ("zero", "split", "random")
-# The config type of each optional field (None means "no budget" / "family default").
-_OPTIONAL = {"grow_num": "int", "max_params": "int", "max_macs": "int",
-             "max_stages": "int", "max_epochs": "int", "macs_step": "float"}
 
 
 @dataclass(frozen=True)
@@ -131,9 +128,9 @@ class GrowthPolicy:
                 kwargs[key] = dict(value)
             elif key == "tau":
                 kwargs[key] = coerce(key, value, "float", where)
-            elif key in _OPTIONAL:
-                kwargs[key] = None if value is None else coerce(key, value, _OPTIONAL[key],
-                                                                where)
+            elif known[key].type.endswith(" | None"):  # None: no budget / family default
+                kwargs[key] = None if value is None else coerce(
+                    key, value, known[key].type.removesuffix(" | None"), where)
             else:
                 kwargs[key] = coerce(key, value, known[key].type, where)
         return cls(**kwargs, names=names)

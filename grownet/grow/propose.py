@@ -107,9 +107,6 @@ class Proposal:
         self.changes: list[dict[str, Any]] = []
         self.applied = 0
 
-    def spent(self) -> int:
-        return count(self.spec).macs - self.start_macs
-
     def value(self, cand: Candidate) -> float:
         """Capacity bought per MAC, times pressure (ranked on the spec before any change).
 

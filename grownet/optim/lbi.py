@@ -160,17 +160,17 @@ class DessiLBI(CoupledUpdate, SupportReadout, torch.optim.Optimizer):
         if pace not in ("unit", "layer"):
             raise UserError(f"DessiLBI.for_model: pace={pace!r} is invalid; use 'unit' or "
                             "'layer'")
-        if pace == "layer" and lam is None:
+        paced = lam is None
+        if paced:
+            # Paced for a filter of norm 1, not the init's typical norm: a wide net's small
+            # init would otherwise get a tiny λ, and every filter would enter at once.
+            # Per layer, this is the defaults' λ, never used by a coupled group.
+            lam = lam_for_entry(entry_epochs, steps_per_epoch, lr, nu, typical_norm=1.0)
+        if pace == "layer" and paced:
             groups = lbi_param_groups(model, hidden_linear, per_layer=True)
             reach = path_lr if path_lr is not None else lr * entry_epochs * steps_per_epoch
             layer_lams(groups, reach, nu)
-            # the defaults' λ (never used by a coupled group) is the norm-1 pace
-            lam = lam_for_entry(entry_epochs, steps_per_epoch, lr, nu)
             return cls(groups, lr=lr, nu=nu, lam=lam, **kwargs)
-        if lam is None:
-            # Paced for a filter of norm 1, not the init's typical norm: a wide net's small
-            # init would otherwise get a tiny λ, and every filter would enter at once.
-            lam = lam_for_entry(entry_epochs, steps_per_epoch, lr, nu, typical_norm=1.0)
         return cls(lbi_param_groups(model, hidden_linear), lr=lr, nu=nu, lam=lam, **kwargs)
 
     def __setstate__(self, state: dict[str, Any]) -> None:

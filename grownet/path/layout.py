@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import Tensor
 
@@ -18,7 +18,6 @@ class LayerSlot:
     shape: tuple[int, ...]  # support shape: (out,) for filter, param shape for element
     offset: int
     numel: int
-    group: dict = field(default_factory=dict, compare=False)  # the optimizer's group
 
 
 def layer_name(name: str) -> str:

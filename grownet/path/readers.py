@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from grownet.errors import UserError
+from grownet.optim.groups import group_norms
 from grownet.path.layout import NEVER_EPOCH, LayerSlot, numel, view
 
 if TYPE_CHECKING:
@@ -81,12 +82,6 @@ class HistoryReadout:
             f"{known or 'none (call tracker.end_epoch(epoch) after each epoch)'}"
         )
 
-    def _group_norms(self, lay: LayerSlot) -> Tensor:
-        w = lay.param.detach()
-        if lay.structure == "filter" and w.ndim > 1:
-            return torch.linalg.vector_norm(w.flatten(1).float(), dim=1)
-        return w.abs().float().flatten()
-
     def entry_order(self, layer: str) -> Tensor:
         """Groups of ``layer`` ranked by entry: first in first, ties by larger ``||W_g||``.
 
@@ -101,7 +96,7 @@ class HistoryReadout:
         lay = self._layer(layer)
         es = view(self._entry_step, lay).flatten()
         key = torch.where(es < 0, torch.iinfo(torch.long).max, es)
-        by_norm = torch.argsort(self._group_norms(lay), descending=True, stable=True)
+        by_norm = torch.argsort(group_norms(lay.param, lay.structure), descending=True, stable=True)
         return by_norm[torch.argsort(key[by_norm], stable=True)]
 
     def prune_order(self, layer: str) -> Tensor:
@@ -122,4 +117,4 @@ class HistoryReadout:
         lay = self._layer(layer)
         ee = view(self._entry_epoch, lay)
         rec = torch.where(ee < 0, NEVER_EPOCH, ee).to(torch.float32)
-        return self._group_norms(lay).view(lay.shape) - rec
+        return group_norms(lay.param, lay.structure).view(lay.shape) - rec

@@ -87,7 +87,7 @@ class SupportTracker(GrowthReadout, HistoryReadout):
                 n = 1
                 for s in shape:
                     n *= s
-                layers.append(LayerSlot(name, p, group["structure"], shape, offset, n, group))
+                layers.append(LayerSlot(name, p, group["structure"], shape, offset, n))
                 offset += n
         if not layers:
             raise UserError(

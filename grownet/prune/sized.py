@@ -11,6 +11,7 @@ step reaching a size is found by bisection over the steps at which something ent
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,11 +66,19 @@ def ticket_at_step(state: SupportTracker | Mapping[str, Any], spec: ArchSpec, st
         ``"all"`` or ``"conv"`` (hidden linear layers keep every unit).
     """
     check_layers(layers)
+    entries, rank = _entries_and_rank(state, spec, model)
+    return _keep_at(spec, entries, step, layers, rank)
+
+
+def _entries_and_rank(state: SupportTracker | Mapping[str, Any], spec: ArchSpec,
+                      model: GrowNet | None) -> tuple[dict[str, Tensor], Mapping[str, Tensor]]:
+    """Each layer's entry steps, and the order a layer keeps its filters in: the model's
+    Γ order when given, else the earliest entries first."""
     st = tracker_state(state)
     entries = entry_steps(st, spec)
     rank = prune_orders(model, st) if model is not None else {
         k: -v.double() for k, v in entries.items()}
-    return _keep_at(spec, entries, step, layers, rank)
+    return entries, rank
 
 
 def _keep_at(spec: ArchSpec, entries: dict[str, Tensor], step: int, layers: str,
@@ -116,12 +125,10 @@ def ticket_of_size(state: SupportTracker | Mapping[str, Any], spec: ArchSpec,
         params = keep * full
     elif isinstance(params, bool) or not isinstance(params, int) or params < 1:
         raise UserError(f"params must be an integer >= 1, got {params!r}")
-    st = tracker_state(state)
-    entries = entry_steps(st, spec)
-    rank = prune_orders(model, st) if model is not None else {
-        k: -v.double() for k, v in entries.items()}
+    entries, rank = _entries_and_rank(state, spec, model)
     steps = sorted({int(v) for e in entries.values() for v in e.tolist() if v >= 0})
 
+    @functools.cache  # the search asks for some steps twice (its ends)
     def size(step: int) -> tuple[int, Selection]:
         sel = _keep_at(spec, entries, step, layers, rank)
         return count(slim(spec, sel)).params, sel

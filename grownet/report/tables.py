@@ -67,8 +67,8 @@ class RunTables:
 
     @property
     def finished(self) -> bool:
-        """Whether the run completed (:attr:`grownet.runs.RunDir.finished`)."""
-        return RunDir(self.path).finished
+        """Whether the run had completed when it was read (its final spec was read)."""
+        return self.final_spec is not None
 
     @property
     def last_spec(self) -> ArchSpec | None:

@@ -194,6 +194,7 @@ class RunConfig:
                 name = where.get(key, "") if isinstance(where, Mapping) else where
                 if key == GROWTH and isinstance(value, dict):
                     growth.update(value)
+                    names.update({k: name for k in value})
                     continue
                 names[key] = name
                 if key in known and key != GROWTH:

@@ -8,13 +8,12 @@ reported as damaged, and ``grownet resume`` writes it again from the checkpoint.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from grownet.atomic import atomic_write_bytes, atomic_write_text
+from grownet.atomic import atomic_write_bytes
 from grownet.errors import UserError
 from grownet.spec import ArchSpec
 
@@ -79,16 +78,6 @@ def save_initial(run: Path, spec: ArchSpec, params: dict[str, torch.Tensor]) -> 
     """``init/model.safetensors``: each parameter's value when it was created (the
     lottery procedure retrains from it)."""
     return atomic_write_bytes(run / INIT_MODEL, weights_bytes(spec, params))
-
-
-def save_final(run: Path, spec: ArchSpec, model: torch.nn.Module,
-               extra: dict[str, str] | None = None) -> Path:
-    """``final/arch.json``, then ``final/model.safetensors`` (the spec and ``extra`` in
-    its metadata): the file whose presence means "finished", so it comes last."""
-    folder = run / "final"
-    atomic_write_text(folder / "arch.json", spec.to_json())
-    atomic_write_bytes(run / FINAL_MODEL, weights_bytes(spec, model, extra))
-    return folder
 
 
 def final_metadata(run: str | Path) -> dict[str, str] | None:
@@ -169,11 +158,3 @@ def load_final_model(run: str | Path, name: str = "final"
         raise UserError(f"{path} is damaged ({str(err).splitlines()[0]}); run 'grownet "
                         f"resume {run}' to write it again from the checkpoint") from None
     return spec, model
-
-
-def read_json(path: Path) -> Any:
-    """A JSON file, or a :class:`UserError` naming it."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read {path} ({err}); restore it or start again") from None

@@ -43,14 +43,6 @@ class RunLayout:
         return self.path / "layers.csv"
 
     @property
-    def support(self) -> Path:
-        return self.path / "support.csv"
-
-    @property
-    def keep(self) -> Path:
-        return self.path / "keep.csv"
-
-    @property
     def events_path(self) -> Path:
         return self.path / "events.jsonl"
 
@@ -104,8 +96,3 @@ class RunLayout:
     def stage_folders(self) -> list[Path]:
         """``stages/NNN`` folders, in stage order."""
         return sorted((self.path / "stages").glob("[0-9][0-9][0-9]"))
-
-    def latest_arch(self) -> Path | None:
-        """``final/arch.json``, else the highest-numbered ``stages/NNN/arch.json``;
-        ``None`` when the run has neither."""
-        return _final.arch_json_of(self.path) if self.path.is_dir() else None

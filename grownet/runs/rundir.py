@@ -353,7 +353,9 @@ class RunDir(RunLayout):
     # ------------------------------------------------------------------ final
     def save_final(self, spec: ArchSpec, model: torch.nn.Module,
                    extra: dict[str, str] | None = None) -> Path:
-        return _final.save_final(self.path, spec, model, extra)
+        """``final/arch.json``, then ``final/model.safetensors``: the file whose presence
+        means "finished", so it comes last."""
+        return self.save_model("final", spec, model, extra)
 
     def save_model(self, name: str, spec: ArchSpec, model: torch.nn.Module,
                    extra: dict[str, str] | None = None) -> Path:

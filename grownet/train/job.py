@@ -24,7 +24,7 @@ from grownet.cost import ComputeMeter, CostTable, count
 from grownet.data import Dataset, load_dataset, make_loaders, make_val_loader
 from grownet.dist import DistContext, context_from_env
 from grownet.errors import UserError
-from grownet.nets import build
+from grownet.nets import build, parameters_of
 from grownet.runs import RunConfig, RunDir
 from grownet.spec import ArchSpec
 from grownet.train.loop import (
@@ -55,6 +55,17 @@ class Observer(Protocol):
 ObserverFactory = Callable[[Path, "int | None"], Observer]
 
 
+def tensorboard_for(cfg: RunConfig) -> ObserverFactory | None:
+    """``cfg.tensorboard``'s logger, checked to be installed before anything is written.
+    Imported only when asked for: the report room draws what it logs."""
+    if not cfg.tensorboard:
+        return None
+    from grownet.report.tensorboard import TensorBoardLog, require_tensorboard
+
+    require_tensorboard()
+    return TensorBoardLog
+
+
 class TrainJob:
     """One run of ``grownet train`` (see the module docstring).
 
@@ -74,7 +85,8 @@ class TrainJob:
     dist
         The data-parallel context (default: one process on ``cfg.device``).
     observer
-        Made when the run starts (``--tensorboard``); sees every metrics row.
+        Made when the run starts; sees every metrics row. Default: the TensorBoard log
+        when ``cfg.tensorboard`` (:func:`tensorboard_for`), else none.
     """
 
     command = "train"
@@ -104,7 +116,7 @@ class TrainJob:
         self.spec = start_spec(self.start_name, self.data)
         cfg.check_start(self.spec)
         self.weights = weights
-        self.observer_factory = observer
+        self.observer_factory = observer if observer is not None else tensorboard_for(cfg)
         self.observer: Observer | None = None
         self.run = run
         self.pos = Position(phase=self.first_phase)
@@ -163,8 +175,7 @@ class TrainJob:
         self.model = build(self.spec, init=self.method.init)
         if self.weights is not None:
             self.model.load_state_dict(self.weights)
-        self.initial = {k: v.detach().to("cpu", copy=True)
-                        for k, v in self.model.named_parameters()}
+        self.initial = parameters_of(self.model)
         self.method.prepare(self.model)
         self.runtime.place(self.model)
         self.pos.lam = self.method.lam(len(self.train_loader))

@@ -125,6 +125,7 @@ class LBI(SGD):
         super().__init__(cfg)
         self._opt: DessiLBI | None = None
         self._tracker: SupportTracker | None = None
+        self._started: set[str] = set()  # layers with a filter in the support
         self._path_lr = 0.0
 
     @property
@@ -163,9 +164,13 @@ class LBI(SGD):
         from grownet.optim import layer_lams
 
         tracker = self._tracker
-        started = {f"{layer}.weight" for layer in tracker.layers
-                   if bool((tracker.entry_steps(layer) >= 0).any())}
-        layer_lams(self._opt.param_groups, self._path_lr, self.cfg.nu, skip=started)
+        # a layer once started stays started: only the others are read (a sync each)
+        self._started |= {f"{layer}.weight" for layer in tracker.layers
+                          if f"{layer}.weight" not in self._started
+                          and bool((tracker.entry_steps(layer) >= 0).any())}
+        if len(self._started) < len(tracker.layers):
+            layer_lams(self._opt.param_groups, self._path_lr, self.cfg.nu,
+                       skip=self._started)
 
     def tracker(self, optimizer: torch.optim.Optimizer) -> SupportTracker | None:
         self._tracker = SupportTracker(optimizer)
